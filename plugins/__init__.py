@@ -1,0 +1,1 @@
+"""Built-in poisonbench plugins, one module per family; each is listed in pyproject's entry points."""

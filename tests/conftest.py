@@ -1,0 +1,34 @@
+"""Shared pytest fixtures: fresh catalogs (never a global mutated manager), tiny data, a CLI runner."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from poisonbench.catalog import Catalog
+from poisonbench.plugin_manager import load_plugins
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    """A fresh catalog of the installed plugins for this test alone."""
+    pm, infos = load_plugins()
+    return Catalog.from_manager(pm, infos)
+
+
+@pytest.fixture
+def cli_runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """Every test gets its own cache dir and no plugin filters inherited from the environment."""
+    monkeypatch.setenv("POISONBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("POISONBENCH_PLUGINS", "POISONBENCH_BLOCK_PLUGINS", "POISONBENCH_NO_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+    from poisonbench.catalog import default_catalog
+
+    default_catalog.cache_clear()
+    yield
+    default_catalog.cache_clear()
