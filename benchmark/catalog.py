@@ -54,7 +54,7 @@ class Catalog:
         failures = [p.error for p in plugins or [] if p.status == "failed"]
         for kind, (_, _, hook_name) in KINDS.items():
             hook = getattr(pm.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):  # registration order
+            for impl in hook.get_hookimpls():  # registration order
                 failure = _call_register_hook(impl, registries[kind])
                 if failure:
                     failures.append(failure)

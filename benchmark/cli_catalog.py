@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import click
 
 from .errors import PoisonbenchError, ValidationFailed
@@ -54,7 +55,7 @@ def list_command(settings, kind, pattern, as_json):
     registry = catalog.registry(kind)
     entries = [e.describe() for e in registry.entries(pattern)]
     if kind == "datasets":
-        for item, entry in zip(entries, registry.entries(pattern)):
+        for item, entry in zip(entries, registry.entries(pattern), strict=True):
             item.update(_dataset_facts(entry.cls, settings.data_dir))
     if as_json:
         click.echo(json.dumps(entries, indent=2))
