@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/poisonbench-example-poison/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q 'torch==2.14.1' 'torchvision==0.29.1' || $(PY) -m pip install -q torch torchvision
-	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q -e '.[dev,ray]' -e examples/poisonbench-example-poison
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PB) report runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider tests examples/poisonbench-example-poison/tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check benchmark plugins tests

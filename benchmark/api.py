@@ -132,6 +132,9 @@ class Poison(Plugin):
     kind: ClassVar[Literal["max", "min", "random", "baseline"]] = "baseline"
     applied: ClassVar[Literal["class", "sample"]] = "sample"
     threat_model: ClassVar[Literal["linf", "functional"]] = "linf"
+    # Cheapest params that still exercise the algorithm; poisonbench.testing's contract checks use
+    # them (e.g. {"steps": 2, "restarts": 1}) so every registered poison can be checked in seconds.
+    contract_params: ClassVar[dict[str, Any]] = {}
 
     def budget(self) -> float | None:
         """Declared L∞ bound as a fraction of the pixel range (8/255 ≈ 0.0314), None if unbounded."""
