@@ -63,12 +63,21 @@ def list_command(settings, kind, pattern, as_json):
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(soft_wrap=False)
     table = Table(title=f"{kind} ({len(entries)})")
-    columns = ("name",) + LIST_COLUMNS[kind] + ("defaults", "description")
+    columns = ("name",) + LIST_COLUMNS[kind] + ("defaults",)
     if kind == "datasets":
-        columns = ("name", "shape", "classes", "looks in", "description")
+        columns = ("name", "shape", "classes", "looks in")
+    if console.width >= 110:  # narrow terminals: descriptions are in --json
+        columns += ("description",)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        if column == "description":  # one line each; the full text is in --json
+            table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=48)
+        elif column in ("name", "family", "kind", "applied", "shape", "classes"):  # never squeeze
+            width = max([len(column)] + [len(str(item.get(column) or "")) for item in entries])
+            table.add_column(column, no_wrap=True, min_width=width)
+        else:
+            table.add_column(column, overflow="fold")
     for item in entries:
         row = []
         for column in columns:
@@ -76,10 +85,11 @@ def list_command(settings, kind, pattern, as_json):
             if column == "defaults":
                 value = ", ".join(f"{k}={v}" for k, v in item["defaults"].items())
             elif isinstance(value, list | tuple):
-                value = ", ".join(str(v) for v in value) if column != "shape" else "×".join(str(v) for v in value)
+                joiner = {"shape": "×", "looks in": "\n"}.get(column, ", ")
+                value = joiner.join(str(v) for v in value)
             row.append(str(value if value is not None else ""))
         table.add_row(*row)
-    Console(soft_wrap=False).print(table)
+    console.print(table)
 
 
 def _dataset_facts(cls, data_dir) -> dict:
