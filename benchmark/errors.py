@@ -65,7 +65,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}: {self.message}"
+        # One problem, one line: control characters from user input (a key with a newline) are escaped.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.message)
+        return f"{self.path}:{self.line}:{self.col}: {message}"
 
 
 class ValidationFailed(BadInput):

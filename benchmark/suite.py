@@ -246,9 +246,11 @@ class _SuiteChecker:
         return Component(name, {}, params_to_dict(params))
 
     def check_dataset(self, raw: Any) -> tuple[DatasetConfig | None, Component | None]:
-        if raw is None:
-            return None, None
         mark = self.at(self.data, "dataset")
+        if raw is None:
+            if "dataset" in self.data:
+                self.add(mark, "dataset: expected a name or a mapping with 'name'")
+            return None, None
         if isinstance(raw, str):
             raw_map: dict = {"name": raw}
             marks = {}
@@ -267,7 +269,8 @@ class _SuiteChecker:
         for key, message in problems:
             self.add(marks.get(key, mark), f"dataset: {message}")
         name = raw_map.get("name")
-        if not isinstance(name, str):
+        if not isinstance(name, str) or not name:
+            self.add(marks.get("name", mark), "dataset: expected 'name' (a registered dataset)")
             return cfg, None
         component = self.resolve("datasets", name, plugin_params, marks.get("name", mark),
                                  lambda key: marks.get(key, mark) if key else mark)

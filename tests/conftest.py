@@ -27,8 +27,9 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("POISONBENCH_CACHE_DIR", str(tmp_path / "cache"))
     for var in ("POISONBENCH_PLUGINS", "POISONBENCH_BLOCK_PLUGINS", "POISONBENCH_NO_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
-    from poisonbench.catalog import default_catalog
+    import poisonbench.catalog
 
-    default_catalog.cache_clear()
+    clear = getattr(poisonbench.catalog.default_catalog, "cache_clear", lambda: None)  # may be patched
+    clear()
     yield
-    default_catalog.cache_clear()
+    clear()
