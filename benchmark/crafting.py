@@ -12,7 +12,6 @@ its artifact has a sha256 like any other for results and leaderboard entries.
 
 from __future__ import annotations
 
-import datetime
 import importlib
 import importlib.util
 from pathlib import Path
@@ -207,8 +206,8 @@ def build_manifest(
     manifest = {
         "poison": registry_name,
         "family": cls.family or cls.name,
-        "kind": cls.kind,
-        "applied": cls.applied,
+        "kind": instance.kind,  # instance attributes: an imported file decides class/sample-wise itself
+        "applied": instance.applied,
         "threat_model": cls.threat_model,
         "version": getattr(cls, "version", 1),
         "params": params_to_dict(instance.params),
@@ -221,7 +220,8 @@ def build_manifest(
             "torch": torch.__version__,
             "plugin": plugin_version,
         },
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # No creation time: the same poison crafted twice gives a byte-identical file (and sha256),
+        # which leaderboard evidence relies on. The cache's file times say when it was made.
         "cache_key": key,
     }
     extras = instance.manifest_extras()

@@ -333,3 +333,13 @@ def test_tampered_cache_entry_is_refused(tmp_path):
     write_artifact(art.path, images=images, labels=art.labels, manifest=art.manifest)
     with pytest.raises(ArtifactError, match=r"\.safetensors: image 5 is perturbed"):
         obtain(catalog, "R4", data, tmp_path)
+
+
+def test_crafting_twice_gives_a_byte_identical_file(tmp_path):
+    """Leaderboard evidence names the artifact's sha256: re-crafting must reproduce it exactly."""
+    data = prepared()
+    first = obtain(make_catalog(), "R4", data, tmp_path / "a")
+    second = obtain(make_catalog(), "R4", data, tmp_path / "b")
+    assert first.path != second.path
+    assert first.sha256 == second.sha256
+    assert first.path.read_bytes() == second.path.read_bytes()
