@@ -24,6 +24,13 @@ COMMANDS = {
     "validate": "poisonbench.cli_catalog:validate",
     "list": "poisonbench.cli_catalog:list_command",
     "plugins": "poisonbench.cli_catalog:plugins_command",
+    "run": "poisonbench.cli_run:run_command",
+    "craft": "poisonbench.cli_craft:craft",
+    "cache": "poisonbench.cli_cache:cache",
+    "report": "poisonbench.cli_report:report_command",
+    "leaderboard": "poisonbench.cli_leaderboard:leaderboard",
+    "import": "poisonbench.cli_import:import_command",
+    "transfer": "poisonbench.cli_transfer:transfer_command",
 }
 
 
