@@ -34,7 +34,7 @@ def format_fields(fields: dict[str, Any]) -> str:
 
 
 class RunProgress:
-    """Bars for one run; use as a context manager. ``quiet`` silences everything but ``result``."""
+    """Bars for one run; use as a context manager. ``quiet`` silences all but ``error`` lines."""
 
     def __init__(self, *, quiet: bool = False, stream: TextIO | None = None, live: bool | None = None):
         self.stream = stream or sys.stderr
@@ -71,6 +71,10 @@ class RunProgress:
         """A line above the bars (or on stderr); nothing when quiet."""
         if self.quiet:
             return
+        self.error(message)
+
+    def error(self, message: str) -> None:
+        """A line about a problem (a failed cell, a failing plugin): printed even when quiet."""
         if self._progress is not None:
             self._progress.console.print(message, markup=False, highlight=False)
         else:
@@ -90,9 +94,11 @@ class RunProgress:
     def _live_bar(self, description: str, total: int | None, keep: bool) -> Advance:
         progress = self._progress
         task = progress.add_task(description, total=total, info="")
-        state = {"done": 0}
+        state = {"done": 0, "removed": False}
 
         def advance(n: int = 1, **fields: Any) -> None:
+            if state["removed"]:  # a finished bar may still get a last field update (epoch stats)
+                return
             state["done"] += n
             update: dict[str, Any] = {"advance": n}
             if fields:
@@ -100,6 +106,7 @@ class RunProgress:
             progress.update(task, **update)
             if total is not None and state["done"] >= total and not keep:
                 progress.remove_task(task)
+                state["removed"] = True
 
         return advance
 

@@ -287,5 +287,6 @@ def test_progress_plain_live_and_quiet():
         progress.bar("cells", 2, keep=True)(1)
         advance = progress.bar("train", 2)
         advance(2, epoch="1/1", loss=0.1)
+        advance(0, epoch="1/1", loss=0.1, acc=0.9)  # the trainer's end-of-epoch stats after the last batch
         progress.log("a line")
     assert "a line" in live.getvalue()
