@@ -25,9 +25,16 @@ def _warn_failures(catalog) -> None:
 
 @click.command(epilog="\b\nExamples:\n  poisonbench validate suites/*.yaml")
 @click.argument("suites", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
+@click.option("--allow-path", "allow", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Another folder the suites' files (file poisons, image folders) may be read from.")
 @click.pass_obj
-def validate(settings, suites):
-    """Check suite files completely (names, params, types, includes) without running anything."""
+def validate(settings, suites, allow):
+    """Check suite files completely (names, params, types, includes) without running anything.
+
+    Paths in a suite resolve against its folder, then --data-dir, and may not leave those folders
+    (or an --allow-path) by '..', an absolute path or a symlink.
+    """
+    from .importers import UserPaths, allowed_paths
     from .suite import load_suite
 
     catalog = settings.catalog()
@@ -38,7 +45,8 @@ def validate(settings, suites):
             click.echo(f"{path}: include fragment, checked through the suites that include it")
             continue
         try:
-            suite = load_suite(path, catalog)
+            with allowed_paths(UserPaths.for_suite(path, data_dir=settings.data_dir, allow=allow)):
+                suite = load_suite(path, catalog)
         except ValidationFailed as err:
             problems.extend(err.problems)
             continue

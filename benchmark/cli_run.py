@@ -39,17 +39,27 @@ Re-running the same command skips finished cells and resumes a partial one from 
               help="Continue a run directory (--no-resume refuses one that holds results).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="Training device (default: the suite's train.device, normally auto).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-cell lines.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-cell lines (failures still show).")
 @click.option("--json", "as_json", is_flag=True, help="Print each finished cell's record as a JSON line.")
+@click.option("--allow-path", "allow", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Another folder the suite's files (file poisons, image folders) may be read from.")
 @click.pass_context
 def run_command(ctx, suite_path, out, executor, address, gpus_per_cell, only, dry_run, resume,
-                device, quiet, as_json):
-    """Run SUITE: craft each poison once, train every victim, write DIR/cells.jsonl and manifest.json."""
+                device, quiet, as_json, allow):
+    """Run SUITE: craft each poison once, train every victim, write DIR/cells.jsonl and manifest.json.
+
+    Paths in the suite resolve against its folder, then --data-dir, and may not leave those folders
+    (or an --allow-path) by '..', an absolute path or a symlink.
+    """
     from .device import resolve_device
+    from .importers import UserPaths, allowed_paths
     from .runner import plan_run
     from .suite import load_suite
 
     settings = ctx.obj
+    # for the whole command (validation, data, crafting): paths are the suite's, not the cwd's
+    policy = UserPaths.for_suite(suite_path, data_dir=settings.data_dir, allow=allow)
+    ctx.with_resource(allowed_paths(policy))
     catalog = settings.catalog()
     for failure in catalog.failures:
         click.echo(f"warning: {failure}", err=True)
@@ -66,7 +76,7 @@ def run_command(ctx, suite_path, out, executor, address, gpus_per_cell, only, dr
     options = {"address": address, "gpus_per_cell": gpus_per_cell} if executor == "ray" else {}
     if executor != "ray" and (address is not None or gpus_per_cell is not None):
         raise BadInput("--address and --gpus-per-cell need --executor ray")
-    device = resolve_device(device or suite.train.device)
+    device_option, device = device, resolve_device(device or suite.train.device)
     emit = (lambda record: click.echo(json.dumps(record))) if as_json else None
     try:
         with RunProgress(quiet=quiet) as progress:
@@ -78,9 +88,35 @@ def run_command(ctx, suite_path, out, executor, address, gpus_per_cell, only, dr
                               executor_options=options)
             progress.log(f"{summary['cells']} cells: {summary['ran']} run, {summary['skipped']} already "
                          f"done -> {Path(out) / 'cells.jsonl'}")
-    except Interrupted as err:
-        click.echo(str(err), err=True)
+    except Interrupted:
+        resume_with = _resume_command(settings, suite_path=suite_path, out=out, only=only,
+                                      executor=executor, address=address, device=device_option)
+        click.echo(f"interrupted; re-run the same command to resume (finished epochs are kept): "
+                   f"{resume_with}", err=True)
         ctx.exit(EXIT_INTERRUPTED)
+
+
+def _resume_command(settings, *, suite_path: Path, out: Path, only, executor: str, address,
+                    device: str | None) -> str:
+    """The shell command that continues this run (the options that decide what and where it runs)."""
+    import os
+    import shlex
+
+    from .cli import default_cache_dir
+
+    words = ["poisonbench"]
+    if settings.data_dir is not None and str(settings.data_dir) != os.environ.get("POISONBENCH_DATA_DIR"):
+        words += ["--data-dir", str(settings.data_dir)]
+    if Path(settings.cache_dir) != default_cache_dir():
+        words += ["--cache-dir", str(settings.cache_dir)]
+    if settings.no_plugins:
+        words.append("--no-plugins")
+    words += ["run", str(suite_path), "--out", str(out)]
+    for pattern in only:
+        words += ["--only", pattern]
+    if executor != "local":
+        words += ["--executor", executor] + (["--address", address] if address else [])
+    return shlex.join(words + (["--device", device] if device else []))
 
 
 def _dry_run(plan, *, suite, catalog, out: Path, data_dir, as_json: bool) -> None:

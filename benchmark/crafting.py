@@ -138,12 +138,22 @@ def obtain_poison(
             artifact.path = None
     else:
         path = ArtifactCache(cache_dir).get_or_create(material, create, kind="poisons")
-        artifact = read_artifact(path)
-    source = str(artifact.path or who)
-    if artifact.manifest.get("cache_key") not in (None, cache_key(material)):
+        try:  # a bad cache entry is named, never silently re-crafted: the user decides
+            return _checked(read_artifact(path), instance, data, key=cache_key(material))
+        except ArtifactError as err:
+            raise ArtifactError(
+                f"{err}; remove the cache entry with `poisonbench cache rm "
+                f"{cache_key(material)[:12]}` to craft it again"
+            ) from None
+    return _checked(artifact, instance, data, key=cache_key(material), source=who)
+
+
+def _checked(artifact: Artifact, instance, data: PreparedData, *, key: str, source: str = ""):
+    """``artifact`` after the manifest's cache key and ``check_artifact`` against the clean set."""
+    source = str(artifact.path or source)
+    if artifact.manifest.get("cache_key") not in (None, key):
         raise ArtifactError(
-            f"{source}: manifest belongs to another cache key (file moved or tampered); "
-            f"remove it with `poisonbench cache rm {cache_key(material)[:12]}`"
+            f"{source}: manifest belongs to another cache key (file moved or tampered)"
         )
     check_artifact(
         artifact,

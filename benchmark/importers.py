@@ -473,7 +473,10 @@ def read_numpy(path: Path, *, shape: tuple[int, int, int]):
         else:
             array, labels = loaded, None
     except ValueError as err:  # object arrays: "Object arrays cannot be loaded when allow_pickle=False"
-        raise ArtifactError(f"{path}: refused ({str(err).splitlines()[0]}); only plain uint8 arrays are read") from None
+        why = str(err).splitlines()[0]
+        if "pickled" in why:  # numpy's own hint ("... or pickle.load()") is advice we must not give
+            why = "the file is a pickle, which is never loaded"
+        raise ArtifactError(f"{path}: refused ({why}); only plain uint8 arrays are read") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise ArtifactError(f"{path}: cannot read numpy file ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     if array.dtype != np.uint8:

@@ -173,6 +173,18 @@ def git_hash() -> str | None:
     return head + ("-dirty" if dirty else "") if head else None
 
 
+def remove_debris(run_dir: Path) -> list[Path]:
+    """Delete temp files a killed writer left (``.<name>.<pid>.tmp`` of manifest and checkpoints).
+
+    Call only while holding the run lock: then no other process is writing in ``run_dir``.
+    """
+    run_dir = Path(run_dir)
+    found = [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/*/.*.tmp")]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 # -- the run lock -----------------------------------------------------------------------------
 
 def lock_run_dir(run_dir: Path):

@@ -273,7 +273,7 @@ class RunContext:
         """Append the record, notify observers, print it; called once per finished cell."""
         append_record(self.run_dir, record)
         self.finished.add(record["cell_id"])
-        notify_observers(self.catalog, record, warn=self.progress.log)
+        notify_observers(self.catalog, record, warn=self.progress.error)
         if self.emit_json is not None:
             self.emit_json(record)
         m = record["metrics"]
@@ -289,7 +289,7 @@ class RunContext:
         path.write_text("".join(traceback.format_exception(type(err), err, err.__traceback__)))
         line = f"{', '.join(group.cell_ids)}: {type(err).__name__}: {err}"
         self.failures.append(line)
-        self.progress.log(f"FAILED {line} (traceback: {path})")
+        self.progress.error(f"FAILED {line} (traceback: {path})")  # shown even with --quiet
 
     def group_done(self, group: TrainingGroup) -> None:
         """Drop the group's checkpoint once every cell of it is recorded."""

@@ -36,7 +36,8 @@ def execute(plan, *, executor: str, run_dir: Path, catalog, device: str, data_di
             ) -> dict[str, Any]:
     """Run ``plan`` in ``run_dir`` with the named executor under the run directory's rules.
 
-    Takes the run lock (a second run on the same directory is refused at once), refuses to mix
+    Takes the run lock (a second run on the same directory is refused at once), removes temp
+    files a killed writer left in the directory, refuses to mix
     suites in one directory, skips cells already in ``cells.jsonl`` (``resume``; with
     ``resume=False`` a directory holding results is refused), writes ``manifest.json`` at the start
     and again with the end time. Returns a summary; raises ``RunFailed`` when a cell failed and
@@ -49,6 +50,7 @@ def execute(plan, *, executor: str, run_dir: Path, catalog, device: str, data_di
         lock_run_dir,
         now_iso,
         read_manifest,
+        remove_debris,
         write_manifest,
     )
     from ..runner import RunContext
@@ -57,6 +59,7 @@ def execute(plan, *, executor: str, run_dir: Path, catalog, device: str, data_di
     run_dir = Path(run_dir)
     lock = lock_run_dir(run_dir)
     try:
+        remove_debris(run_dir)  # temp files of a killed run; we hold the lock, so nobody writes now
         previous = read_manifest(run_dir)
         finished = finished_cell_ids(run_dir)
         leftovers = finished or (run_dir / "checkpoints").exists()

@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import runner
 from ..errors import BadInput, Interrupted
+from ..importers import UserPaths, active_paths, allowed_paths
 from ..trainer import INTERRUPTED_MESSAGE
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'poisonbench[ray]'"
@@ -131,6 +132,8 @@ class _Driver:
                                                      data_dir=ctx.data_dir))
         self.common = {"data": data_ref, "blocked": self.blocked, "relay": self.relay,
                        "device": self.device, "shared": self.shared}
+        # the driver's path policy (the suite's folder, --data-dir, --allow-path) for file poisons
+        self.user_paths = active_paths(data_dir=ctx.data_dir).to_json()
         crash = os.environ.get(CRASH_ENV)
         self.crash = int(crash) if crash else None
         needed = {g.craft_id for g in self.pending}
@@ -138,7 +141,8 @@ class _Driver:
         for craft in self.plan.crafts:
             if craft.craft_id in needed:
                 status, artifact = _craft_task.options(**self.options, num_returns=2).remote(
-                    craft=craft, cache_dir=self.cache_dir, data_dir=self.data_dir, **self.common)
+                    craft=craft, cache_dir=self.cache_dir, data_dir=self.data_dir,
+                    user_paths=self.user_paths, **self.common)
                 self.waiting[status] = ("craft", craft)
                 self.artifact_refs[craft.craft_id] = artifact
         while self.waiting:
@@ -283,7 +287,7 @@ def _probe_task(probes: list[str], token: str) -> bool:
 
 
 @ray.remote
-def _craft_task(*, craft, data, cache_dir, data_dir, blocked, relay, device, shared):
+def _craft_task(*, craft, data, cache_dir, data_dir, user_paths, blocked, relay, device, shared):
     """Obtain one artifact; returns (its cache path if shared, else None; the artifact or None)."""
     import torch
 
@@ -295,9 +299,10 @@ def _craft_task(*, craft, data, cache_dir, data_dir, blocked, relay, device, sha
             cache_dir = None
     label = f"craft {craft.poison['name']} s{craft.seed}:"
     progress = _progress(relay, craft.craft_id, label)
-    artifact = runner.craft_for_plan(craft, catalog=_catalog(blocked), data=data,
-                                     cache_dir=cache_dir, device=device, data_dir=data_dir,
-                                     progress=progress)
+    with allowed_paths(UserPaths.from_json(user_paths)):
+        artifact = runner.craft_for_plan(craft, catalog=_catalog(blocked), data=data,
+                                         cache_dir=cache_dir, device=device, data_dir=data_dir,
+                                         progress=progress)
     progress.flush()
     if shared and artifact.path is not None:
         return str(artifact.path), None
