@@ -1,0 +1,153 @@
+"""Surrogate training and caching (benchmark/surrogate.py) with a tiny registered victim."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from poisonbench import surrogate as sur
+from poisonbench.api import CraftContext, PreparedData, Victim
+from poisonbench.catalog import Catalog
+from poisonbench.errors import BadInput
+from poisonbench.hookspecs import hookimpl
+from poisonbench.plugin_manager import new_manager
+from poisonbench.testing import tiny_split
+
+TINY = {"epochs": 4, "batch_size": 16, "milestones": [3]}
+
+
+class TinyVictim(Victim):
+    """Conv + BatchNorm + linear: small enough to train in a blink, with BN state to save."""
+
+    name = "tiny"
+
+    def build(self, *, num_classes, in_channels, image_size):
+        return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+
+class _TinyPlugin:
+    @hookimpl
+    def poisonbench_register_victims(self, register):
+        register(TinyVictim)
+
+
+@pytest.fixture
+def tiny_catalog() -> Catalog:
+    from poisonbench.plugins import adversarial, baselines, defenses
+
+    pm = new_manager()
+    for plugin in (_TinyPlugin(), adversarial, baselines, defenses):
+        pm.register(plugin)
+    return Catalog.from_manager(pm)
+
+
+def prepared(shape=(8, 8, 3), n=64, name="synthetic") -> PreparedData:
+    train, test = tiny_split(shape, n=n, seed=0), tiny_split(shape, n=32, seed=1)
+    c = shape[2]
+    return PreparedData(name=name, train=train, test=test, val=None, num_classes=4,
+                        class_names=list("abcd"), mean=(0.5,) * c, std=(0.25,) * c,
+                        fingerprint=f"fp-{name}-{shape}-{n}")
+
+
+def context(catalog, tmp_path, seed=0, progress=None) -> CraftContext:
+    return CraftContext(num_classes=4, seed=seed, catalog=catalog, cache_dir=tmp_path / "cache",
+                        progress=progress)
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_recipe_resolution_and_errors():
+    assert sur.resolve_recipe(None) == sur.SurrogateRecipe()
+    recipe = sur.SurrogateRecipe()
+    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.nesterov, recipe.milestones) == (
+        40, 128, 0.1, True, [14, 25, 35])
+    assert sur.resolve_recipe({"epochs": 2}).epochs == 2
+    with pytest.raises(BadInput, match="epoch"):
+        sur.resolve_recipe({"epoch": 2})
+    with pytest.raises(BadInput, match="positive"):
+        sur.resolve_recipe({"epochs": 0})
+
+
+def test_normalization_choices():
+    auto = sur.SurrogateRecipe()
+    cifar = sur.normalization(auto, dataset_name="cifar10", mean=(0.49, 0.48, 0.45), std=(0.2, 0.2, 0.2), channels=3)
+    assert cifar == (sur.CIFAR_CRAFTING_MEAN, sur.CIFAR_CRAFTING_STD)
+    fmnist = sur.normalization(auto, dataset_name="fashion_mnist", mean=(0.286,), std=(0.353,), channels=1)
+    assert fmnist == ((0.286,), (0.353,))
+    forced = sur.SurrogateRecipe(normalize="dataset")
+    assert sur.normalization(forced, dataset_name="cifar10", mean=(0.1,) * 3, std=(0.2,) * 3, channels=3) == (
+        (0.1,) * 3, (0.2,) * 3)
+    assert sur.normalization(sur.SurrogateRecipe(normalize="none"), dataset_name="x", mean=(), std=(), channels=1) is None
+    with pytest.raises(BadInput):
+        sur.normalization(sur.SurrogateRecipe(normalize="cifar_crafting"), dataset_name="x", mean=(0.5,),
+                          std=(0.5,), channels=1)
+
+
+def test_normalized_wrapper_feeds_standardised_images():
+    net = nn.Identity()
+    model = sur.normalized(net, ((0.5, 0.25), (0.5, 2.0)), channels=2)
+    x = torch.rand(3, 2, 4, 4)
+    expected = torch.stack([(x[:, 0] - 0.5) / 0.5, (x[:, 1] - 0.25) / 2.0], dim=1)
+    assert torch.allclose(model(x), expected)
+    assert torch.equal(sur.normalized(net, None, channels=2)(x), x)
+
+
+def test_provider_trains_caches_and_freezes(tiny_catalog, tmp_path):
+    data = prepared()
+    bars = []
+
+    def progress(description, total):
+        bars.append({"description": description, "total": total, "fields": []})
+        return lambda n=1, **fields: bars[-1]["fields"].append(fields)
+
+    provider = sur.make_provider(context(tiny_catalog, tmp_path, progress=progress), data)
+    model = provider("tiny", TINY)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert provider("tiny", TINY) is model  # served from memory
+    files = list((tmp_path / "cache" / "surrogates").glob("*.safetensors"))
+    assert len(files) == 1
+    assert bars and bars[0]["description"] == "surrogate tiny" and bars[0]["total"] == 4 * 4
+    assert any("loss" in f for f in bars[0]["fields"])
+    # A new process (fresh provider) loads the same weights instead of training again.
+    again = sur.make_provider(context(tiny_catalog, tmp_path, progress=progress), data)("tiny", TINY)
+    assert len(bars) == 1
+    for key, value in weights(model).items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    # The recipe, the seed and the dataset are part of the key.
+    provider("tiny", {**TINY, "epochs": 2})
+    sur.make_provider(context(tiny_catalog, tmp_path, seed=1), data)("tiny", TINY)
+    sur.make_provider(context(tiny_catalog, tmp_path), prepared(n=48))("tiny", TINY)
+    assert len(list((tmp_path / "cache" / "surrogates").glob("*.safetensors"))) == 4
+
+
+def test_training_is_deterministic_and_learns(tiny_catalog, tmp_path):
+    data = prepared(shape=(8, 8, 1))
+    one = sur.make_provider(context(tiny_catalog, tmp_path / "a"), data)("tiny", TINY)
+    two = sur.make_provider(context(tiny_catalog, tmp_path / "b"), data)("tiny", TINY)
+    other = sur.make_provider(context(tiny_catalog, tmp_path / "c", seed=9), data)("tiny", TINY)
+    for key, value in weights(one).items():
+        assert torch.equal(value, two.state_dict()[key]), key
+    assert not torch.equal(one.net[0].weight, other.net[0].weight)
+    x = data.test.images.permute(0, 3, 1, 2).float() / 255
+    accuracy = (one(x).argmax(1) == data.test.labels).float().mean()
+    assert accuracy > 0.5  # 4 classes told apart by brightness: chance is 0.25
+
+
+def test_harness_crafts_a_pgd_poison_with_a_cached_surrogate(tiny_catalog, tmp_path):
+    from poisonbench.crafting import obtain_poison
+    from poisonbench.suite import Component
+
+    data = prepared()
+    params = {"surrogate": "tiny", "steps": 3, "restarts": 2, "step_size": 2 / 255, "batch_size": 32,
+              **{f"surrogate_{k}": v for k, v in TINY.items()}}
+    component = Component("P10", params, params)
+    artifact = obtain_poison(catalog=tiny_catalog, poison=component, data=data, seed=0,
+                             cache_dir=tmp_path / "cache", device="cpu")
+    diff = (artifact.images.int() - data.train.images.int()).abs()
+    assert 0 < diff.max() <= 8
+    assert len(list((tmp_path / "cache" / "surrogates").glob("*.safetensors"))) == 1
+    assert artifact.manifest["params"]["surrogate_epochs"] == 4
