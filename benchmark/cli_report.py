@@ -43,6 +43,33 @@ def report_command(run_dir: Path, as_json: bool, figures: bool):
         click.echo(f"figures: {len(written)} files in {written[0].parent}")
 
 
+def _merge_defenses(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """One row per training: defenses that share a training differ only in the epoch they select.
+
+    Rows (already ranked) with the same poison, victim, peak and final merge into one whose
+    ``selected`` maps each defense label to its selected accuracy; ranking order is kept.
+    """
+    import json
+
+    merged: dict[str, dict] = {}
+    defenses: list[str] = []
+    for row in rows:
+        m = row["metrics"]
+        key = json.dumps([row["poison"], row["victim"], m["peak_test_acc"], m["final_test_acc"]], sort_keys=True)
+        target = merged.setdefault(key, {**row, "selected": {}})
+        target["selected"][row["defense"]] = m["selected_test_acc"]
+        if row["defense"] not in defenses:
+            defenses.append(row["defense"])
+    return list(merged.values()), defenses
+
+
+def _defense_header(defense: str) -> str:
+    """Short column header: 'early_stopping[select=val]' -> 'selected: val'."""
+    if defense.startswith("early_stopping"):
+        return "selected: " + ("val" if "select=val" in defense else "test (peak)")
+    return f"selected: {defense}"
+
+
 def _print_table(report: dict) -> None:
     from rich import box
     from rich.console import Console
@@ -54,23 +81,26 @@ def _print_table(report: dict) -> None:
     thr = report["loss_threshold"]
     table = Table(box=box.SIMPLE_HEAD, title=f"{report.get('suite') or report['run_dir']}: ranked by peak test accuracy "
                         "(lower = stronger poison; %, mean ± std (n))")
-    rows = report["ranking"]
-    # victim / defense columns only when the run has more than one of them
-    extra = [key for key in ("victim", "defense") if len({r[key] for r in rows}) > 1]
+    rows, defenses = _merge_defenses(report["ranking"])
+    extra = ["victim"] if len({r["victim"] for r in rows}) > 1 else []  # only when there are several
     columns = ["#", "poison", "kind", "applied", *extra, "peak", "peak epoch", "final",
-               "val-selected", f"epochs to loss<{thr:g}"]
+               *(_defense_header(d) for d in defenses if _defense_header(d) != "selected: test (peak)"),
+               f"epochs to loss<{thr:g}"]
+    shown = [d for d in defenses if _defense_header(d) != "selected: test (peak)"]  # = peak; no column
     for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
+        table.add_column(column, overflow="fold", no_wrap=column == "poison")
+    for rank, row in enumerate(rows, 1):
         m = row["metrics"]
         flag = " [red](diverged)[/red]" if row["diverged"] else ""
+        selected = [format_stat(row["selected"][d], percent=True) if d in row["selected"] else "—" for d in shown]
         table.add_row(
-            str(row["rank"]), escape(row["poison"]) + flag, escape(str(row["kind"] or "?")),
+            str(rank), escape(row["poison"]) + flag, escape(str(row["kind"] or "?")),
             escape(str(row["applied"] or "?")), *(escape(row[key]) for key in extra),
             format_stat(m["peak_test_acc"], percent=True), format_stat(m["peak_epoch"], percent=False),
-            format_stat(m["final_test_acc"], percent=True),
-            format_stat(m["selected_test_acc"], percent=True), format_threshold(row))
+            format_stat(m["final_test_acc"], percent=True), *selected, format_threshold(row))
     console = Console(soft_wrap=False)
+    if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
+        console = Console(soft_wrap=False, width=max(console.width, 130))
     console.print(table)
     corr = report["correlation"]
     if corr["spearman_r"] is None:

@@ -161,3 +161,20 @@ def test_missing_run_dir_is_bad_input(tmp_path, capsys):
     code, _, err = run_cli(capsys, "report", str(tmp_path / "empty"))
     assert code == 2 and "cells.jsonl" in err
 
+
+
+def test_table_shows_one_row_per_training_with_a_column_per_defense(tmp_path, capsys):
+    """Defenses sharing a training only select epochs: the table merges them into columns."""
+    from .helpers_report import POISONS, fake_record, write_run
+
+    defenses = [{"name": "early_stopping", "params": {"select": "test"}},
+                {"name": "early_stopping", "params": {"select": "val"}}, {"name": "none", "params": {}}]
+    records = [fake_record(p, seed=0, epochs=6, defense=d) for p in POISONS for d in defenses]
+    run_dir = write_run(tmp_path / "run", seeds=(0,), epochs=6, records=records)
+    code, out, _ = run_cli(capsys, "report", str(run_dir), "--no-figures")
+    assert code == 0, out
+    header = " ".join(out.split())  # headers may wrap inside their column
+    assert "val" in header and "none" in header and "test (peak)" not in header, out
+    for poison in POISONS:
+        rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+        assert sum(row[1].split("[")[0] == poison.name for row in rows) == 1, out
