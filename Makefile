@@ -20,8 +20,10 @@ demo: $(STAMP)
 	$(PB) run suites/demo.yaml --out runs/demo
 	$(PB) report runs/demo
 
+# One torch thread per process: several tests run subprocesses (Ray workers, kill/resume checks)
+# beside pytest itself, and oversubscribed OpenMP threads on 2 cores were measured 10× slower.
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests examples/poisonbench-example-poison/tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests examples/poisonbench-example-poison/tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check benchmark plugins tests

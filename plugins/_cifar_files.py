@@ -17,6 +17,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+
 from poisonbench.errors import BadInput
 
 SPECS = {

@@ -20,6 +20,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+
 from poisonbench.errors import BadInput
 
 UBYTE = 0x08
@@ -109,6 +110,7 @@ def download_fashion(root: Path) -> str:
 def make_demo(source: Path, out: Path) -> dict:
     """Write the stratified seeded demo subset of the Fashion-MNIST files in ``source`` to ``out``."""
     import torch
+
     from poisonbench.data import stratified_indices
 
     out.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from poisonbench.errors import BadInput
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

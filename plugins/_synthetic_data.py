@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from poisonbench.api import DatasetSplits, Split
 from poisonbench.errors import BadInput
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from poisonbench.api import Dataset, DatasetSplits, Split
 from poisonbench.catalog import Catalog
 from poisonbench.config import DatasetConfig

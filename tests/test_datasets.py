@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from poisonbench.errors import BadInput
 from poisonbench.plugins import _cifar_files, _idx
 from poisonbench.plugins.datasets import (

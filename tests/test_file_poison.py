@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from poisonbench.config import DatasetConfig
 from poisonbench.crafting import obtain_poison
 from poisonbench.data import prepare_data

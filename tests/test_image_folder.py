@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from poisonbench.errors import BadInput
 from poisonbench.importers import UserPaths, allowed_paths
 
@@ -46,6 +47,7 @@ def test_all_grayscale_tree_keeps_one_channel(catalog, tmp_path):
 
 def test_decoding_rules_for_alpha_palette_and_16_bit(tmp_path):
     from PIL import Image
+
     from poisonbench.plugins._image_folder_ops import decode_image
 
     rgba = np.zeros((4, 4, 4), np.uint8)

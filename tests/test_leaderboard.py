@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
 from poisonbench.cli import main
 from poisonbench.leaderboard.schema import consistency_problems, validate_entry
 from poisonbench.leaderboard.store import read_entry, write_entry

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from poisonbench.cli import main
 from poisonbench.leaderboard.store import read_entry, write_entry
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import pathlib
+
 import tomllib
 
 import poisonbench.hookspecs as hookspecs

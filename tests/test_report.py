@@ -6,9 +6,10 @@ import json
 import statistics
 
 import pytest
+from scipy import stats
+
 from poisonbench.cli import main
 from poisonbench.report import build_report, correlation, group_records, load_run, rank_groups
-from scipy import stats
 
 from .helpers_report import POISONS, FakePoison, fake_record, write_run
 

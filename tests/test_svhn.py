@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from poisonbench.errors import BadInput
 from poisonbench.plugins.torchvision_sets import SVHN
 

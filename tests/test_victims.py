@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from poisonbench.errors import BadInput
 from torch import nn
+
+from poisonbench.errors import BadInput
 
 PAPER_NETS = ["resnet18", "resnet50", "vgg19", "mobilenet", "googlenet"]
 ALL = PAPER_NETS + ["small_cnn", "timm:resnet18", "torchvision:resnet18"]
