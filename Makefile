@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml examples/poisonbench-example-poison/pyproject.toml
 
 install: $(STAMP)
 
+# The demo run resumes if interrupted; its entries and page go to runs/demo/leaderboard, not the repo's.
 demo: $(STAMP)
 	$(PB) run suites/demo.yaml --out runs/demo
 	$(PB) report runs/demo
+	$(PB) leaderboard add runs/demo --dir runs/demo/leaderboard --replace --json > /dev/null
+	$(PB) leaderboard render --dir runs/demo/leaderboard > /dev/null
+	@echo "figures:   runs/demo/figures/ (fig1_speed_vs_peak, fig2_final_vs_peak, fig5_curves; PNG and SVG)"
+	@echo "HTML page: runs/demo/leaderboard/index.html"
 
 # One torch thread per process: several tests run subprocesses (Ray workers, kill/resume checks)
 # beside pytest itself, and oversubscribed OpenMP threads on 2 cores were measured 10× slower.
