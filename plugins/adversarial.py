@@ -28,16 +28,16 @@ Params (units: pixel fractions unless stated):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from poisonbench.api import CraftContext, Poison, Split
-from poisonbench.errors import PoisonbenchError
 from poisonbench.hookspecs import hookimpl
+from poisonbench.surrogate_params import SurrogateParams, UsesSurrogate
 
 
 @dataclass(frozen=True)
-class PgdParams:
+class PgdParams(SurrogateParams):
     eps: float = 8 / 255
     steps: int = 250
     step_size: float | None = 0.4 / 255  # null = eps / steps
@@ -47,20 +47,6 @@ class PgdParams:
     init: Literal["normal", "uniform", "zero"] = "normal"
     batch_size: int = 512
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    surrogate: str = "resnet18"
-    # The surrogate recipe (benchmark.surrogate.SurrogateRecipe, prefixed with surrogate_).
-    surrogate_epochs: int = 40
-    surrogate_batch_size: int = 128
-    surrogate_lr: float = 0.1
-    surrogate_momentum: float = 0.9
-    surrogate_nesterov: bool = True
-    surrogate_weight_decay: float = 5.0e-4
-    surrogate_milestones: list[int] = field(default_factory=lambda: [14, 25, 35])
-    surrogate_gamma: float = 0.1
-    surrogate_augment: bool = True
-    surrogate_max_shift: float = 4.0
-    surrogate_normalize: Literal["auto", "dataset", "cifar_crafting", "none"] = "auto"
-    surrogate_precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self):
         if not 0 < self.eps <= 1:
@@ -80,7 +66,7 @@ class MifgsmParams(PgdParams):
     momentum_in_update: bool = True
 
 
-class TargetedPGD(Poison):
+class TargetedPGD(UsesSurrogate, Poison):
     """Targeted PGD towards (y+1) mod K on a clean-trained surrogate (Fowl et al. 2021)."""
 
     name = "pgd"
@@ -91,11 +77,6 @@ class TargetedPGD(Poison):
     version = 1
     Params = PgdParams
     contract_params = {"steps": 2, "restarts": 2, "batch_size": 10}
-
-    def check_references(self, catalog) -> list[tuple[str, str]]:
-        if self.params.surrogate in catalog.victims:
-            return []
-        return [("surrogate", "surrogate: " + catalog.victims.unknown_message(self.params.surrogate))]
 
     def attack_config(self, device: str = "cpu"):
         from poisonbench.surrogate import resolved_precision
@@ -111,27 +92,13 @@ class TargetedPGD(Poison):
             objective="untargeted" if p.target == "untargeted" else "targeted",
             precision=resolved_precision(p.precision, device), channels_last=True)
 
-    def cache_extras(self, ctx: CraftContext) -> dict:
-        from poisonbench.surrogate import recipe_from_params, resolve_recipe, resolved_precision
-
-        recipe = resolve_recipe(recipe_from_params(self.params))
-        return {"surrogate": {"victim": self.params.surrogate,
-                              "recipe": {**recipe_from_params(self.params),
-                                         "precision": resolved_precision(recipe.precision, ctx.device)}},
-                "crafting_precision": resolved_precision(self.params.precision, ctx.device)}
-
     def craft(self, clean: Split, *, ctx: CraftContext):
         import torch
-
-        from poisonbench.surrogate import freeze, recipe_from_params
 
         from . import _adversarial_ops as ops
 
         label = getattr(self, "registry_name", self.name)
-        if ctx.surrogate is None:
-            raise PoisonbenchError(f"poison '{label}' needs a trained surrogate, but the crafting "
-                                   "context provides none (craft it through the harness)")
-        model = freeze(ctx.surrogate(self.params.surrogate, recipe_from_params(self.params)))
+        model = self.surrogate_model(ctx, label)
         cfg = self.attack_config(str(ctx.device))
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)

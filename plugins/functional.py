@@ -38,15 +38,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from poisonbench.api import CraftContext, Poison, Split
-from poisonbench.errors import BadInput, PoisonbenchError
+from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
+from poisonbench.surrogate_params import SurrogateParams, UsesSurrogate
 
 Component = Literal["color", "flow", "delta"]
 ORDER = ("color", "flow", "delta")
 
 
 @dataclass(frozen=True)
-class FunctionalParams:
+class FunctionalParams(SurrogateParams):
     components: list[Component] = field(default_factory=lambda: list(ORDER))
     color_bound: float = 0.06
     lattice: list[int] = field(default_factory=lambda: [16, 32, 32])
@@ -57,20 +58,6 @@ class FunctionalParams:
     reg_weight: float = 0.05
     batch_size: int = 512
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    surrogate: str = "resnet18"
-    # The surrogate recipe (benchmark.surrogate.SurrogateRecipe, prefixed with surrogate_).
-    surrogate_epochs: int = 40
-    surrogate_batch_size: int = 128
-    surrogate_lr: float = 0.1
-    surrogate_momentum: float = 0.9
-    surrogate_nesterov: bool = True
-    surrogate_weight_decay: float = 5.0e-4
-    surrogate_milestones: list[int] = field(default_factory=lambda: [14, 25, 35])
-    surrogate_gamma: float = 0.1
-    surrogate_augment: bool = True
-    surrogate_max_shift: float = 4.0
-    surrogate_normalize: Literal["auto", "dataset", "cifar_crafting", "none"] = "auto"
-    surrogate_precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def __post_init__(self):
         if not self.components or len(set(self.components)) != len(self.components):
@@ -88,7 +75,7 @@ class FunctionalParams:
             raise ValueError("steps and batch_size must be at least 1")
 
 
-class Functional(Poison):
+class Functional(UsesSurrogate, Poison):
     """ReColorAdv + StAdv + δ error-maximising poison on a surrogate (Laidlaw & Feizi 2019)."""
 
     name = "functional"
@@ -114,20 +101,6 @@ class Functional(Poison):
                                     "flow": "grid_sample units ([-1, 1] spans the image)",
                                     "delta": "fraction of the pixel range (L∞)"}}
 
-    def check_references(self, catalog) -> list[tuple[str, str]]:
-        if self.params.surrogate in catalog.victims:
-            return []
-        return [("surrogate", "surrogate: " + catalog.victims.unknown_message(self.params.surrogate))]
-
-    def cache_extras(self, ctx: CraftContext) -> dict:
-        from poisonbench.surrogate import recipe_from_params, resolve_recipe, resolved_precision
-
-        recipe = resolve_recipe(recipe_from_params(self.params))
-        return {"surrogate": {"victim": self.params.surrogate,
-                              "recipe": {**recipe_from_params(self.params),
-                                         "precision": resolved_precision(recipe.precision, ctx.device)}},
-                "crafting_precision": resolved_precision(self.params.precision, ctx.device)}
-
     def attack_config(self, device: str = "cpu"):
         from poisonbench.surrogate import resolved_precision
 
@@ -141,18 +114,13 @@ class Functional(Poison):
                                 precision=resolved_precision(p.precision, device))
 
     def craft(self, clean: Split, *, ctx: CraftContext):
-        from poisonbench.surrogate import freeze, recipe_from_params
-
         from . import _functional_ops as ops
 
         channels, label = clean.image_shape[2], getattr(self, "registry_name", self.name)
         if "color" in self.params.components and channels not in (1, 3):
             raise BadInput(f"poison '{label}': the colour component needs 1 or 3 channels, the "
                            f"data has {channels} (use components without 'color')")
-        if ctx.surrogate is None:
-            raise PoisonbenchError(f"poison '{label}' needs a trained surrogate, but the crafting "
-                                   "context provides none (craft it through the harness)")
-        model = freeze(ctx.surrogate(self.params.surrogate, recipe_from_params(self.params)))
+        model = self.surrogate_model(ctx, label)
         cfg, size = self.attack_config(ctx.device), self.params.batch_size
         advance = ctx.advance_bar(f"{label} crafting", -(-len(clean) // size) * cfg.steps)
         return ops.craft_poison(model, clean.images, clean.labels, cfg=cfg, batch_size=size,
