@@ -474,7 +474,7 @@ def read_numpy(path: Path, *, shape: tuple[int, int, int]):
             array, labels = loaded, None
     except ValueError as err:  # object arrays: "Object arrays cannot be loaded when allow_pickle=False"
         why = str(err).splitlines()[0]
-        if "pickled" in why:  # numpy's own hint ("... or pickle.load()") is advice we must not give
+        if "pickled" in why:  # numpy suggests loading it with pickle: advice we must never give
             why = "the file is a pickle, which is never loaded"
         raise ArtifactError(f"{path}: refused ({why}); only plain uint8 arrays are read") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
