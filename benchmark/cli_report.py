@@ -76,11 +76,11 @@ def _print_table(report: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .report import format_stat, format_threshold
+    from .report import format_stat, format_threshold, short_label
 
     thr = report["loss_threshold"]
     table = Table(box=box.SIMPLE_HEAD, title=f"{report.get('suite') or report['run_dir']}: ranked by peak test accuracy "
-                        "(lower = stronger poison; %, mean ± std (n))")
+                        "(lower = stronger poison; %, mean ± std (n seeds) when several)")
     rows, defenses = _merge_defenses(report["ranking"])
     extra = ["victim"] if len({r["victim"] for r in rows}) > 1 else []  # only when there are several
     columns = ["#", "poison", "kind", "applied", *extra, "peak", "peak epoch", "final",
@@ -94,7 +94,7 @@ def _print_table(report: dict) -> None:
         flag = " [red](diverged)[/red]" if row["diverged"] else ""
         selected = [format_stat(row["selected"][d], percent=True) if d in row["selected"] else "—" for d in shown]
         table.add_row(
-            str(rank), escape(row["poison"]) + flag, escape(str(row["kind"] or "?")),
+            str(rank), escape(short_label(row["poison"])) + flag, escape(str(row["kind"] or "?")),
             escape(str(row["applied"] or "?")), *(escape(row[key]) for key in extra),
             format_stat(m["peak_test_acc"], percent=True), format_stat(m["peak_epoch"], percent=False),
             format_stat(m["final_test_acc"], percent=True), *selected, format_threshold(row))

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .report import Group, distinct_trainings, label
+from .report import Group, distinct_trainings, label, short_label
 
 COLOURS = {"class": "#d62728", "sample": "#1f77b4"}
 MARKERS = {"max": "o", "min": "s", "random": "^", "baseline": "*"}
@@ -74,7 +74,7 @@ def _point_labels(groups: list[Group]) -> list[str]:
             parts.append(label(group.victim))
         if many_defenses:
             parts.append(label(group.defense))
-        labels.append(" / ".join(parts))
+        labels.append(short_label(" / ".join(parts), 40))
     return labels
 
 

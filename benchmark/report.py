@@ -130,6 +130,11 @@ def label(component: dict[str, Any] | str | None) -> str:
     return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + "]"
 
 
+def short_label(text: str, width: int = 32) -> str:
+    """A label cut to ``width`` characters for tables and figures (long params make long labels)."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def manifest_suite(manifest: dict[str, Any]) -> dict[str, Any]:
     """The resolved suite stored in a run manifest (under ``suite``, or ``resolved_suite``)."""
     for key in ("suite", "resolved_suite", "resolved"):
@@ -300,6 +305,8 @@ def format_stat(stat: dict[str, Any], *, percent: bool) -> str:
     if stat.get("mean") is None:
         return "–"
     scale, digits = (100.0, 2) if percent else (1.0, 1)
+    if stat.get("n") == 1:  # one seed: no spread to show; epochs are whole numbers
+        return f"{stat['mean'] * scale:.2f}" if percent else f"{stat['mean']:g}"
     text = f"{stat['mean'] * scale:.{digits}f}"
     if stat.get("std") is not None:
         text += f" ± {stat['std'] * scale:.{digits}f}"
