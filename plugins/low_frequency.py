@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from poisonbench.api import CraftContext, Poison, Split
 from poisonbench.hookspecs import hookimpl
+from poisonbench.plugins._class_wise import ClassWisePattern
 
 EPS = 8 / 255
 
@@ -35,14 +35,11 @@ class LowFrequencyParams:
             raise ValueError(f"eps must be in (0, 1], got {self.eps}")
 
 
-class LowFrequency(Poison):
+class LowFrequency(ClassWisePattern):
     """Class-wise smooth patterns: inverse DCT of random low-frequency coefficients (LF2…LF8)."""
 
     name = "low_frequency"
     family = "low_frequency"
-    kind = "random"
-    applied = "class"
-    threat_model = "linf"
     Params = LowFrequencyParams
 
     def perturbation(self, *, num_classes: int, shape: tuple[int, int, int], seed: int):
@@ -53,14 +50,6 @@ class LowFrequency(Poison):
         return low_frequency_delta(
             n=p.n, num_classes=num_classes, shape=shape, eps=p.eps, scale=p.scale, seed=seed
         )
-
-    def craft(self, clean: Split, *, ctx: CraftContext):
-        from poisonbench.plugins._synthetic_ops import export
-
-        delta = self.perturbation(
-            num_classes=ctx.num_classes, shape=clean.image_shape, seed=ctx.seed
-        )
-        return export(clean.images, delta, clean.labels)
 
 
 @hookimpl

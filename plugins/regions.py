@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from poisonbench.api import CraftContext, Poison, Split
 from poisonbench.hookspecs import hookimpl
+from poisonbench.plugins._class_wise import ClassWisePattern
 
 EPS = 8 / 255
 PRESETS = {"R1": 1, "R2": 2, "R4": 4, "R16": 16, "R64": 64, "R128": 128, "RN": 1024}
@@ -40,14 +40,11 @@ class RegionsParams:
             raise ValueError(f"eps must be in (0, 1], got {self.eps}")
 
 
-class Regions(Poison):
+class Regions(ClassWisePattern):
     """Class-wise random ±ε patterns constant over n image regions (R1…R128, RN)."""
 
     name = "regions"
     family = "regions"
-    kind = "random"
-    applied = "class"
-    threat_model = "linf"
     Params = RegionsParams
 
     def perturbation(self, *, num_classes: int, shape: tuple[int, int, int], seed: int):
@@ -64,14 +61,6 @@ class Regions(Poison):
             distinct=p.distinct,
             seed=seed,
         )
-
-    def craft(self, clean: Split, *, ctx: CraftContext):
-        from poisonbench.plugins._synthetic_ops import export
-
-        delta = self.perturbation(
-            num_classes=ctx.num_classes, shape=clean.image_shape, seed=ctx.seed
-        )
-        return export(clean.images, delta, clean.labels)
 
 
 @hookimpl

@@ -21,6 +21,18 @@ def cli_runner() -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture
+def one_thread():
+    """Train in-process on one torch thread, restored afterwards: tiny tensors gain nothing from
+    intra-op threads, and on a busy 2-core machine they were measured many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path, monkeypatch):
     """Every test gets its own cache dir and no plugin filters inherited from the environment."""

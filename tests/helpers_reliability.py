@@ -9,8 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,15 +88,6 @@ def spawn_cli(*args, cwd: Path | None = None) -> subprocess.Popen:
                             bufsize=1, start_new_session=True)
 
 
-@pytest.fixture
-def one_thread():
-    """Train in-process on one torch thread (restored afterwards): same reason as ``cli_env``."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def comparable(record: dict) -> dict:

@@ -14,13 +14,7 @@ K = 4
 SMOOTH = 1e-4  # the round-trip tolerance of the acceptance criteria
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (15× slower on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_model(channels: int = 3) -> nn.Module:

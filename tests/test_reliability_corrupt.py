@@ -18,7 +18,7 @@ from poisonbench.results import read_records
 from poisonbench.runner import CHECKPOINT_NAME, checkpoint_dir, plan_run
 from poisonbench.suite import load_suite
 
-from .helpers_reliability import PAYLOAD_KINDS, one_thread, run_main, tiny_suite, write_payload  # noqa: F401
+from .helpers_reliability import PAYLOAD_KINDS, run_main, tiny_suite, write_payload
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

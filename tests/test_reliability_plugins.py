@@ -22,7 +22,7 @@ from poisonbench.hookspecs import hookimpl
 from poisonbench.plugin_manager import load_plugins
 from poisonbench.results import read_records
 
-from .helpers_reliability import one_thread, run_main, tiny_suite  # noqa: F401
+from .helpers_reliability import run_main, tiny_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EPS = 8 / 255

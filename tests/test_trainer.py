@@ -15,13 +15,7 @@ from poisonbench.errors import ArtifactError, Interrupted
 from poisonbench.trainer import evaluate, predict, train_victim
 from tests.helpers_training import MEAN, STD, state_equal, tiny_config, tiny_model, tiny_splits
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _train(model, config, *, splits=None, checkpoint=None, seed=0, should_stop=None, with_val=True):
