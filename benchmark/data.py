@@ -20,16 +20,16 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from .api import DatasetSplits, PreparedData, Split
-from .errors import BadInput, PluginError
+from poisonbench.api import DatasetSplits, PreparedData, Split
+from poisonbench.errors import BadInput, PluginError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
     import torch
 
-    from .catalog import Catalog
-    from .config import DatasetConfig
+    from poisonbench.catalog import Catalog
+    from poisonbench.suite.config import DatasetConfig
 
 
 def _seed_for(seed: int, purpose: str) -> int:

@@ -29,11 +29,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from .config import DatasetConfig, MetricsConfig, TrainConfig
-from .device import derive_seed
-from .errors import BadInput
-from .results import append_record, cell_metrics, now_iso
-from .suite import Component, Suite
+from poisonbench.suite.config import DatasetConfig, MetricsConfig, TrainConfig
+from poisonbench.training.device import derive_seed
+from poisonbench.errors import BadInput
+from poisonbench.results import append_record, cell_metrics, now_iso
+from poisonbench.suite import Component, Suite
 
 CHECKPOINT_NAME = "train.safetensors"
 
@@ -148,7 +148,7 @@ def metrics_from_resolved(resolved: dict[str, Any]) -> MetricsConfig:
 
 def prepare_suite_data(resolved: dict[str, Any], *, catalog, data_dir: Path | None):
     """The suite's PreparedData (dataset, subsets and validation split)."""
-    from .data import prepare_data
+    from poisonbench.data import prepare_data
 
     config, component = dataset_from_resolved(resolved)
     return prepare_data(catalog, config, component, data_dir=data_dir)
@@ -157,7 +157,7 @@ def prepare_suite_data(resolved: dict[str, Any], *, catalog, data_dir: Path | No
 def craft_for_plan(craft: CraftJob, *, catalog, data, cache_dir: Path | None, device: str,
                    data_dir: Path | None = None, progress=None):
     """The artifact of one craft job (from the cache, or crafted now)."""
-    from .crafting import obtain_poison
+    from poisonbench.crafting import obtain_poison
 
     poison = Component(craft.poison["name"], dict(craft.poison["params"]), dict(craft.poison["params"]))
     return obtain_poison(catalog=catalog, poison=poison, data=data, seed=craft.seed, cache_dir=cache_dir,
@@ -190,16 +190,16 @@ def run_training_group(*, suite_resolved: dict[str, Any], group: TrainingGroup |
     """
     import torch
 
-    from .api import Split
-    from .catalog import default_catalog
-    from .trainer import train_victim
+    from poisonbench.api import Split
+    from poisonbench.catalog import default_catalog
+    from poisonbench.training.trainer import train_victim
 
     group = group if isinstance(group, TrainingGroup) else TrainingGroup.from_json(group)
     catalog = catalog or default_catalog()
     if data is None:
         data = prepare_suite_data(suite_resolved, catalog=catalog, data_dir=data_dir)
     if artifact is None:
-        from .artifacts import read_artifact
+        from poisonbench.crafting.artifacts import read_artifact
 
         artifact = read_artifact(artifact_path)
     if len(artifact) != len(data.train) or not torch.equal(artifact.labels, data.train.labels):

@@ -38,7 +38,7 @@ def tiny_split(shape: tuple[int, int, int], *, n: int = N_IMAGES, num_classes: i
     """Random-but-structured uint8 images (class-dependent brightness) with balanced labels."""
     import torch
 
-    from .api import Split
+    from poisonbench.api import Split
 
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n, dtype=torch.int64) % num_classes
@@ -63,13 +63,13 @@ def tiny_surrogate(num_classes: int, in_channels: int):
 
 def contract_cases(catalog=None) -> list[str]:
     """Names of every registered poison (presets included), for ``pytest.mark.parametrize``."""
-    from .catalog import default_catalog
+    from poisonbench.catalog import default_catalog
 
     return (catalog or default_catalog()).poisons.names()
 
 
 def _context(catalog, *, seed: int, in_channels: int):
-    from .api import CraftContext
+    from poisonbench.api import CraftContext
 
     return CraftContext(num_classes=NUM_CLASSES, seed=seed, device="cpu", dataset_name="contract",
                         dataset_fingerprint="contract", mean=(0.5,) * in_channels, std=(0.25,) * in_channels,
@@ -82,7 +82,7 @@ def check_poison(name: str, *, catalog=None, params: Mapping[str, Any] | None = 
     import pytest
     import torch
 
-    from .catalog import default_catalog
+    from poisonbench.catalog import default_catalog
 
     catalog = catalog or default_catalog()
     entry, _ = catalog.poisons.lookup(name)

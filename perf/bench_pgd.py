@@ -23,9 +23,9 @@ import time
 import torch
 
 from poisonbench.catalog import default_catalog
-from poisonbench.device import resolve_device
-from poisonbench.plugins import _adversarial_ops as ops
-from poisonbench.surrogate import CIFAR_CRAFTING_MEAN, CIFAR_CRAFTING_STD, freeze, normalized
+from poisonbench.training.device import resolve_device
+from poisonbench.plugins.adversarial import ops
+from poisonbench.crafting.surrogate import CIFAR_CRAFTING_MEAN, CIFAR_CRAFTING_STD, freeze, normalized
 
 EPS, ALPHA, K = 8 / 255, 0.4 / 255, 10
 

@@ -2,7 +2,7 @@
 
 Three ways to train the same victim (same init, same SGD settings) on the same uint8 images:
 
-* ours      -- ``poisonbench.trainer.train_victim``: data resident on the device as uint8, batched
+* ours      -- ``poisonbench.training.trainer.train_victim``: data resident on the device as uint8, batched
                crop/flip on the device, channels_last, bf16 autocast on CUDA.
 * reference -- how the original code trains: a torchvision-style Dataset of PIL images with
                ``RandomCrop(size, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``,
@@ -32,9 +32,9 @@ import torch.nn.functional as F
 
 from poisonbench.api import Split
 from poisonbench.catalog import default_catalog
-from poisonbench.config import TrainConfig
-from poisonbench.device import autocast, autocast_dtype, is_cuda, resolve_device
-from poisonbench.trainer import train_victim
+from poisonbench.suite.config import TrainConfig
+from poisonbench.training.device import autocast, autocast_dtype, is_cuda, resolve_device
+from poisonbench.training.trainer import train_victim
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.4, 0.3
@@ -43,7 +43,7 @@ MEAN, STD = 0.4, 0.3
 def make_data(n: int, size: int, channels: int) -> Split:
     """Fashion-MNIST images when asked for 28×28×1 and available, else random uint8 images."""
     if (size, channels) == (28, 1) and (FMNIST / "train-images-idx3-ubyte.gz").exists():
-        from poisonbench.config import DatasetConfig
+        from poisonbench.suite.config import DatasetConfig
         from poisonbench.data import prepare_data
         from poisonbench.suite import Component
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from poisonbench.catalog import Catalog
-from poisonbench.plugin_manager import load_plugins
+from poisonbench.catalog.manager import load_plugins
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from poisonbench.api import Split
-from poisonbench.config import TrainConfig
+from poisonbench.suite.config import TrainConfig
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from poisonbench.api import Poison, PreparedData, Split
-from poisonbench.artifacts import check_artifact, read_artifact, write_artifact
+from poisonbench.crafting.artifacts import check_artifact, read_artifact, write_artifact
 from poisonbench.catalog import Catalog
 from poisonbench.crafting import obtain_poison
 from poisonbench.errors import ArtifactError, PluginError
 from poisonbench.hookspecs import hookimpl
-from poisonbench.plugin_manager import new_manager
-from poisonbench.plugins import baselines, regions
+from poisonbench.catalog.manager import new_manager
+from poisonbench.plugins import baselines
+from poisonbench.plugins.synthetic import regions
 from poisonbench.suite import Component
 
 EPS = 8 / 255
@@ -122,7 +123,7 @@ def test_rounding_tolerance_is_half_a_level():
 
 
 def read_like(clean: Split, images: torch.Tensor, labels: torch.Tensor | None = None):
-    from poisonbench.artifacts import Artifact
+    from poisonbench.crafting.artifacts import Artifact
 
     return Artifact(images, clean.labels if labels is None else labels, manifest(), "", None)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from poisonbench.cache import ArtifactCache, cache_key
+from poisonbench.crafting.cache import ArtifactCache, cache_key
 from poisonbench.errors import BadInput
 
 MATERIAL = {"poison": "R4", "params": {"regions": 4}, "seed": 0, "dataset": {"fingerprint": "ab"}}
@@ -23,7 +23,7 @@ MATERIAL = {"poison": "R4", "params": {"regions": 4}, "seed": 0, "dataset": {"fi
 WORKER = textwrap.dedent("""
     import hashlib, os, sys, time
     from pathlib import Path
-    from poisonbench.cache import ArtifactCache
+    from poisonbench.crafting.cache import ArtifactCache
     root, marker = Path(sys.argv[1]), Path(sys.argv[2])
     start_at, payload_mb = float(sys.argv[3]), int(sys.argv[4])
     material = {"poison": "R4", "params": {"regions": 4}, "seed": 0,
@@ -81,7 +81,7 @@ def test_killed_during_write_leaves_no_entry_and_next_start_cleans(tmp_path):
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from poisonbench.cache import ArtifactCache
+        from poisonbench.crafting.cache import ArtifactCache
         def create(tmp):
             with open(tmp, "wb") as f:
                 f.write(b"half an artifact"); f.flush()
@@ -130,8 +130,8 @@ def test_disk_full_during_write_leaves_nothing(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal
         from pathlib import Path
-        from poisonbench.artifacts import atomic_write_bytes
-        from poisonbench.cache import ArtifactCache
+        from poisonbench.crafting.artifacts import atomic_write_bytes
+        from poisonbench.crafting.cache import ArtifactCache
         from poisonbench.errors import PoisonbenchError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))

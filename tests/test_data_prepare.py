@@ -7,11 +7,11 @@ import torch
 
 from poisonbench.api import Dataset, DatasetSplits, Split
 from poisonbench.catalog import Catalog
-from poisonbench.config import DatasetConfig
+from poisonbench.suite.config import DatasetConfig
 from poisonbench.data import fingerprint, load_splits, prepare_data, stratified_indices
 from poisonbench.errors import BadInput, PluginError
 from poisonbench.hookspecs import hookimpl
-from poisonbench.plugin_manager import new_manager
+from poisonbench.catalog.manager import new_manager
 from poisonbench.suite import Component
 
 

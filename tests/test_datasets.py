@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from poisonbench.errors import BadInput
-from poisonbench.plugins import _cifar_files, _idx
+from poisonbench.plugins.datasets import cifar_files as _cifar_files
+from poisonbench.plugins.datasets import idx as _idx
 from poisonbench.plugins.datasets import (
     Cifar10,
     Cifar100,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from poisonbench.config import DatasetConfig, TrainConfig
+from poisonbench.suite.config import DatasetConfig, TrainConfig
 from poisonbench.data import prepare_data
 from poisonbench.suite import Component
-from poisonbench.trainer import evaluate, train_victim
+from poisonbench.training.trainer import evaluate, train_victim
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

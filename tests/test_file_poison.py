@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from poisonbench.config import DatasetConfig
+from poisonbench.suite.config import DatasetConfig
 from poisonbench.crafting import obtain_poison
 from poisonbench.data import prepare_data
 from poisonbench.errors import ArtifactError, BadInput
-from poisonbench.importers import UserPaths, allowed_paths, apply_perturbation
+from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths, apply_perturbation
 from poisonbench.suite import Component
 
 from .helpers_byo import TINY_TRAIN, run_main, save_image
@@ -52,7 +52,7 @@ def sources(catalog, tmp_path):
     ref = crafted(catalog, data)
     folder = tmp_path / "proj" / "poisons"
     folder.mkdir(parents=True)
-    from poisonbench.artifacts import write_artifact
+    from poisonbench.crafting.artifacts import write_artifact
 
     write_artifact(folder / "ref.safetensors", images=ref.images, labels=ref.labels, manifest=ref.manifest)
     for i, image in enumerate(ref.images.numpy()):
@@ -100,7 +100,7 @@ def test_full_set_file_is_aligned_to_a_train_subset(catalog, sources, tmp_path, 
     code, _, err = run_main(["import", str(sources["folder"] / "ref.npz"), "--dataset", "synthetic",
                              *DATASET_ARGS, "--subset", "20", "--eps", str(EPS), "--out", str(out)], capsys)
     assert code == 0, err
-    from poisonbench.artifacts import read_artifact
+    from poisonbench.crafting.artifacts import read_artifact
 
     subset, full = prepared(catalog, train_subset=20).train, sources["data"].train
     rows = [next(i for i in range(len(full)) if torch.equal(full.images[i], x)) for x in subset.images]
@@ -216,7 +216,7 @@ def test_import_writes_a_checked_artifact_with_the_source_recorded(sources, tmp_
     assert manifest["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert manifest["source"]["format"] == "perturbation" and manifest["source"]["applied"] == "class"
     assert manifest["budget"] == EPS and manifest["poison"] == "file"
-    from poisonbench.artifacts import read_artifact
+    from poisonbench.crafting.artifacts import read_artifact
 
     assert torch.equal(read_artifact(out).images, sources["expected_class"])
 

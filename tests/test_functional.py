@@ -8,7 +8,7 @@ from torch import nn
 
 from poisonbench.api import CraftContext, Split
 from poisonbench.errors import BadInput
-from poisonbench.plugins import _functional_ops as ops
+from poisonbench.plugins.functional import ops
 
 K = 4
 SMOOTH = 1e-4  # the round-trip tolerance of the acceptance criteria

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from poisonbench.errors import BadInput
-from poisonbench.importers import UserPaths, allowed_paths
+from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths
 
 from .helpers_byo import TINY_TRAIN, make_tree, run_main, save_image
 
@@ -48,7 +48,7 @@ def test_all_grayscale_tree_keeps_one_channel(catalog, tmp_path):
 def test_decoding_rules_for_alpha_palette_and_16_bit(tmp_path):
     from PIL import Image
 
-    from poisonbench.plugins._image_folder_ops import decode_image
+    from poisonbench.plugins.image_folder.ops import decode_image
 
     rgba = np.zeros((4, 4, 4), np.uint8)
     rgba[..., :3], rgba[..., 3] = 200, 0  # fully transparent: alpha is dropped, not composited
@@ -72,7 +72,7 @@ def test_resize_rule_is_torchvision_resize_then_center_crop(catalog, tmp_path):
 
 
 def test_decoded_tensors_are_cached_and_invalidated_by_edits(catalog, tmp_path, monkeypatch):
-    from poisonbench.plugins import _image_folder_ops as ops
+    from poisonbench.plugins.image_folder import ops
 
     root = make_tree(tmp_path / "t")
     first = load(catalog, root)

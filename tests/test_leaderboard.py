@@ -307,7 +307,7 @@ def test_verify_retrains_exactly_and_update_marks_verified(tiny, capsys):
 def test_verify_catches_curves_and_metrics_edited_together(tiny, capsys):
     """Consistent edits pass the bookkeeping checks; only re-training exposes them."""
     from poisonbench.leaderboard.schema import METRICS, derive_metrics
-    from poisonbench.report import Stat
+    from poisonbench.results.report import Stat
 
     entry_path, cache, artifact = tiny
     entry = read_entry(entry_path)

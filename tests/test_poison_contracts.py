@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from poisonbench.catalog import Catalog
-from poisonbench.plugin_manager import load_plugins
+from poisonbench.catalog.manager import load_plugins
 from poisonbench.testing import ContractViolation, check_poison, contract_cases
 
 from .plugin_fixtures import Stripes, test_catalog

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from poisonbench.artifacts import read_artifact
+from poisonbench.crafting.artifacts import read_artifact
 from poisonbench.cli import main
 from poisonbench.results import CELLS_FILE, append_record, read_records
 

@@ -8,8 +8,8 @@ from poisonbench.api import Poison, Victim
 from poisonbench.catalog import Catalog
 from poisonbench.errors import BadInput, DuplicateName, UnknownName
 from poisonbench.hookspecs import hookimpl
-from poisonbench.plugin_manager import new_manager
-from poisonbench.registry import Registry
+from poisonbench.catalog.manager import new_manager
+from poisonbench.catalog.registry import Registry
 
 from .plugin_fixtures import Stripes, TestPlugin, test_catalog
 

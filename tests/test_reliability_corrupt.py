@@ -30,7 +30,7 @@ def _group_id(suite: Path, poison: str = "clean") -> str:
 
 def _foreign_checkpoint(path: Path) -> None:
     """A valid poisonbench checkpoint of another training (other model, data and seed)."""
-    from poisonbench.trainer import train_victim
+    from poisonbench.training.trainer import train_victim
 
     from .helpers_training import MEAN, STD, tiny_config, tiny_model, tiny_splits
 

@@ -89,7 +89,7 @@ def test_payload_as_a_file_poison_fails_suite_validation(name, tmp_path, capsys,
 
 SOURCES = [p for folder in ("benchmark", "plugins", "examples") for p in (ROOT / folder).rglob("*.py")
            if not any(part in ("build", ".venv", "site-packages") for part in p.parts)]
-RESTRICTED_UNPICKLER = ROOT / "plugins" / "_cifar_files.py"  # md5-checked official CIFAR files only
+RESTRICTED_UNPICKLER = ROOT / "plugins" / "datasets" / "cifar_files.py"  # md5-checked official CIFAR files only
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 
 

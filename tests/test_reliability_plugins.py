@@ -19,7 +19,7 @@ from poisonbench import cli as cli_module
 from poisonbench.api import Poison
 from poisonbench.catalog import Catalog
 from poisonbench.hookspecs import hookimpl
-from poisonbench.plugin_manager import load_plugins
+from poisonbench.catalog.manager import load_plugins
 from poisonbench.results import read_records
 
 from .helpers_reliability import run_main, tiny_suite

@@ -16,7 +16,7 @@ import click
 import pytest
 
 from poisonbench import cli as cli_module
-from poisonbench.checkpoint import peek_state
+from poisonbench.training.checkpoint import peek_state
 from poisonbench.errors import ArtifactError, BadInput, Interrupted, RunFailed
 from poisonbench.results import LOCK_FILE, read_records
 

@@ -29,7 +29,7 @@ EPOCHS = 8
 
 def child_main(checkpoint: str, out_dir: str, stream) -> None:
     """Train the tiny dropout net; report 'epoch N' after each checkpoint; save weights + history."""
-    from poisonbench.trainer import train_victim
+    from poisonbench.training.trainer import train_victim
     from tests.helpers_training import MEAN, STD, tiny_config, tiny_model, tiny_splits
 
     torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def child_main(checkpoint: str, out_dir: str, stream) -> None:
 def _warm_up() -> None:
     """Import what the trainer imports lazily (torch.optim pulls in torch._dynamo: seconds) once,
     here, so forked children start in milliseconds."""
-    import poisonbench.trainer  # noqa: F401
+    import poisonbench.training.trainer  # noqa: F401
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 

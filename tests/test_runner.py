@@ -18,7 +18,7 @@ from poisonbench.cli import main
 from poisonbench.errors import ArtifactError, BadInput
 from poisonbench.executors import get_executor
 from poisonbench.hookspecs import hookimpl
-from poisonbench.plugin_manager import load_plugins
+from poisonbench.catalog.manager import load_plugins
 from poisonbench.results import LOCK_FILE, append_record, cell_metrics, read_records
 from poisonbench.runner import plan_run, select_cells
 from poisonbench.suite import load_suite
@@ -266,7 +266,7 @@ def test_cell_metrics_follow_the_contract():
 def test_progress_plain_live_and_quiet():
     import io
 
-    from poisonbench.progress import RunProgress
+    from poisonbench.util.progress import RunProgress
 
     plain = io.StringIO()
     with RunProgress(stream=plain, live=False) as progress:

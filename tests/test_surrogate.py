@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from poisonbench import surrogate as sur
+from poisonbench.crafting import surrogate as sur
 from poisonbench.api import CraftContext, PreparedData, Victim
 from poisonbench.catalog import Catalog
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
-from poisonbench.plugin_manager import new_manager
+from poisonbench.catalog.manager import new_manager
 from poisonbench.testing import tiny_split
 
 TINY = {"epochs": 4, "batch_size": 16, "milestones": [3]}
@@ -35,7 +35,9 @@ class _TinyPlugin:
 
 @pytest.fixture
 def tiny_catalog() -> Catalog:
-    from poisonbench.plugins import adversarial, baselines, defenses
+    from poisonbench.plugins import adversarial
+    from poisonbench.plugins import baselines
+    from poisonbench.plugins import defenses
 
     pm = new_manager()
     for plugin in (_TinyPlugin(), adversarial, baselines, defenses):

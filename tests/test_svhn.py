@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from poisonbench.errors import BadInput
-from poisonbench.plugins.torchvision_sets import SVHN
+from poisonbench.plugins.datasets.torchvision_sets import SVHN
 
 
 def write_mat(path: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

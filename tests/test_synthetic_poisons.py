@@ -11,9 +11,12 @@ import torch
 from poisonbench.api import CraftContext, Split
 from poisonbench.catalog import Catalog
 from poisonbench.errors import BadInput
-from poisonbench.plugin_manager import new_manager
-from poisonbench.plugins import _synthetic_ops as ops
-from poisonbench.plugins import baselines, low_frequency, random_noise, regions
+from poisonbench.catalog.manager import new_manager
+from poisonbench.plugins.synthetic import ops
+from poisonbench.plugins import baselines
+from poisonbench.plugins.synthetic import low_frequency
+from poisonbench.plugins.synthetic import random_noise
+from poisonbench.plugins.synthetic import regions
 
 EPS = 8 / 255
 TABLE1 = [
@@ -220,7 +223,7 @@ def test_list_poisons_json_has_table1_synthetics(capsys):
 
 
 def test_craft_cli_writes_an_artifact_and_rejects_unknown_params(tmp_path, capsys):
-    from poisonbench.artifacts import read_artifact
+    from poisonbench.crafting.artifacts import read_artifact
     from poisonbench.cli import main
 
     out = tmp_path / "r4.safetensors"

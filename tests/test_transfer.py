@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from poisonbench.cli import cli
-from poisonbench.transfer import table, transferability
+from poisonbench.results.transfer import table, transferability
 
 
 class Constant(nn.Module):

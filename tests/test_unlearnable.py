@@ -14,8 +14,8 @@ from poisonbench.api import CraftContext, Split, Victim
 from poisonbench.catalog import Catalog
 from poisonbench.errors import RunFailed
 from poisonbench.hookspecs import hookimpl
-from poisonbench.plugin_manager import new_manager
-from poisonbench.plugins import _unlearnable_ops as ops
+from poisonbench.catalog.manager import new_manager
+from poisonbench.plugins.unlearnable import ops
 from poisonbench.plugins import unlearnable
 
 K = 4  # classes

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..errors import BadInput, RunFailed
+from poisonbench.errors import BadInput, RunFailed
 
 EXECUTORS = {"local": "poisonbench.executors.local", "ray": "poisonbench.executors.ray_executor"}
 
@@ -43,8 +43,8 @@ def execute(plan, *, executor: str, run_dir: Path, catalog, device: str, data_di
     and again with the end time. Returns a summary; raises ``RunFailed`` when a cell failed and
     ``Interrupted`` on SIGINT/SIGTERM.
     """
-    from ..device import describe_device
-    from ..results import (
+    from poisonbench.training.device import describe_device
+    from poisonbench.results import (
         build_manifest,
         finished_cell_ids,
         lock_run_dir,
@@ -53,7 +53,7 @@ def execute(plan, *, executor: str, run_dir: Path, catalog, device: str, data_di
         remove_debris,
         write_manifest,
     )
-    from ..runner import RunContext
+    from poisonbench.runner import RunContext
 
     module = get_executor(executor)
     run_dir = Path(run_dir)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Interrupted
-from ..runner import (
+from poisonbench.errors import Interrupted
+from poisonbench.runner import (
     RunContext,
     RunPlan,
     craft_for_plan,
@@ -18,7 +18,7 @@ from ..runner import (
     prepare_suite_data,
     run_training_group,
 )
-from ..trainer import INTERRUPTED_MESSAGE
+from poisonbench.training.trainer import INTERRUPTED_MESSAGE
 
 
 def run(plan: RunPlan, ctx: RunContext) -> None:

@@ -28,10 +28,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .. import runner
-from ..errors import BadInput, Interrupted
-from ..importers import UserPaths, active_paths, allowed_paths
-from ..trainer import INTERRUPTED_MESSAGE
+from poisonbench import runner
+from poisonbench.errors import BadInput, Interrupted
+from poisonbench.plugins.file_poison.formats import UserPaths, active_paths, allowed_paths
+from poisonbench.training.trainer import INTERRUPTED_MESSAGE
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'poisonbench[ray]'"
 try:
@@ -317,7 +317,7 @@ def _train_task(*, suite_resolved, group, run_dir, artifact, skip, label, crash_
 
     import torch
 
-    from ..checkpoint import peek_state
+    from poisonbench.training.checkpoint import peek_state
 
     torch.set_num_threads(CPUS_PER_TASK)
     group = runner.TrainingGroup.from_json(group)
@@ -351,8 +351,8 @@ def _catalog(blocked: tuple[str, ...]):
     if blocked not in _CATALOGS:
         from unittest import mock
 
-        from ..catalog import Catalog
-        from ..plugin_manager import load_plugins
+        from poisonbench.catalog import Catalog
+        from poisonbench.catalog.manager import load_plugins
 
         env = {"POISONBENCH_BLOCK_PLUGINS": ",".join(blocked), "POISONBENCH_NO_PLUGINS": "",
                "POISONBENCH_PLUGINS": ""}  # empty: unset (this node's own filters do not apply)

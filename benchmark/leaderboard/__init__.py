@@ -14,6 +14,6 @@ artifact, no per-seed data, always shown apart from measured entries).
 
 from __future__ import annotations
 
-from .schema import STATUSES, EntryInvalid, validate_entry
+from poisonbench.leaderboard.schema import STATUSES, EntryInvalid, validate_entry
 
 __all__ = ["STATUSES", "EntryInvalid", "validate_entry"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .render import MEASURED, Row
+from poisonbench.leaderboard.render import MEASURED, Row
 
 COLOURS = {"class": "#d62728", "sample": "#1f77b4"}
 W, H, LEFT, BOTTOM, TOP, RIGHT = 600, 440, 50, 40, 20, 110  # SVG size and margins, px

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..figures import write_atomic
-from ..report import format_stat, label
-from .store import load_entries
+from poisonbench.results.figures import write_atomic
+from poisonbench.results.report import format_stat, label
+from poisonbench.leaderboard.store import load_entries
 
 README = "README.md"
 INDEX = "index.html"
@@ -162,7 +162,7 @@ def render_markdown(rows: list[Row]) -> str:
 
 def render_all(root: Path) -> dict[str, str]:
     """File name (relative to ``root``) → rendered text, for every generated file."""
-    from .page import render_html
+    from poisonbench.leaderboard.page import render_html
 
     rows = load_rows(root)
     return {README: render_markdown(rows), INDEX: render_html(rows)}

@@ -29,7 +29,7 @@ import math
 import re
 from typing import Any
 
-from ..errors import BadInput
+from poisonbench.errors import BadInput
 
 SCHEMA_VERSION = 1
 STATUSES = ("measured", "verified", "reported")
@@ -301,7 +301,7 @@ def consistency_problems(entry: dict) -> Problems:
     Only meaningful for an entry that passed ``validate_entry``. Editing any metric of any seed,
     or any summary number, shows up here (without re-training anything).
     """
-    from ..report import Stat
+    from poisonbench.results.report import Stat
 
     problems: Problems = []
     if entry.get("status") == "reported":

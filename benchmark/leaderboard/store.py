@@ -15,10 +15,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput
-from ..figures import write_atomic
-from ..report import Group, Run, Stat, group_records, label
-from .schema import (
+from poisonbench.errors import BadInput
+from poisonbench.results.figures import write_atomic
+from poisonbench.results.report import Group, Run, Stat, group_records, label
+from poisonbench.leaderboard.schema import (
     CURVES,
     METRICS,
     SCHEMA_VERSION,

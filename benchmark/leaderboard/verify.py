@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput, PoisonbenchError
-from .schema import ACCURACIES, consistency_problems
-from .store import read_entry, write_entry
+from poisonbench.errors import BadInput, PoisonbenchError
+from poisonbench.leaderboard.schema import ACCURACIES, consistency_problems
+from poisonbench.leaderboard.store import read_entry, write_entry
 
 EXACT = 1e-9
 DEFAULT_TOLERANCE_PT = 0.5
@@ -129,8 +129,8 @@ def _component(value: dict[str, Any]) -> dict[str, Any]:
 
 def _obtain_artifact(entry, index, *, artifact_path, catalog, data, cache_dir, device):
     """The artifact to re-train on, its hash checked against the entry before anything is trained."""
-    from ..artifacts import check_artifact, read_artifact
-    from ..runner import CraftJob, craft_for_plan
+    from poisonbench.crafting.artifacts import check_artifact, read_artifact
+    from poisonbench.runner import CraftJob, craft_for_plan
 
     item = entry["per_seed"][index]
     field_name = f"$.per_seed[{index}].artifact_sha256"
@@ -154,7 +154,7 @@ def _obtain_artifact(entry, index, *, artifact_path, catalog, data, cache_dir, d
 
 def retrain(entry: dict[str, Any], index: int, *, artifact, catalog, data, device: str) -> dict[str, Any]:
     """Re-train the entry's seed ``index`` on ``artifact`` with the runner's own cell function."""
-    from ..runner import TrainingGroup, run_training_group
+    from poisonbench.runner import TrainingGroup, run_training_group
 
     item = entry["per_seed"][index]
     defense = catalog.defenses.create(entry["defense"]["name"], entry["defense"]["params"])
@@ -184,8 +184,8 @@ def verify_entry(path: Path, *, catalog, artifact_path: Path | None = None, seed
     index = _seed_index(entry, seed, sha)
     import torch  # only now: the checks above need no training machinery
 
-    from ..device import describe_device, resolve_device
-    from ..runner import prepare_suite_data
+    from poisonbench.training.device import describe_device, resolve_device
+    from poisonbench.runner import prepare_suite_data
 
     device = resolve_device(device)
     here = {"hardware": describe_device(device), "torch": torch.__version__}

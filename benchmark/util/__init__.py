@@ -1,0 +1,1 @@
+"""Small utilities with one implementation each: atomic files, paths and default folders, progress."""

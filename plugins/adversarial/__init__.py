@@ -1,0 +1,134 @@
+"""Error-maximising poisons: targeted PGD (P10, P100, P250) and targeted MI-FGSM (M10, M100, M250).
+
+Papers: Fowl et al., "Adversarial Examples Make Strong Poisons" (NeurIPS 2021) for PGD; Dong et
+al., "Boosting Adversarial Attacks with Momentum" (CVPR 2018) for MI-FGSM; both as benchmarked by
+Sandoval-Segura et al. (CVPR-W 2022), Table 1. Exact algorithm: ../shared/spec/poisons.md.
+
+Threat model: additive, sample-wise, L∞ ≤ ``eps`` (fraction of the pixel range; 8/255 ≈ 0.0314),
+images kept in [0, 1], labels unchanged. Each image is attacked towards the target class
+(y + 1) mod K on a surrogate trained on the clean training set (``benchmark/surrogate.py``).
+
+Params (units: pixel fractions unless stated):
+  eps          L∞ budget (8/255)
+  steps        attack steps; one step is one pass over every image
+  step_size    α per step (PGD: 0.4/255 fixed, as the original; MI-FGSM: null = eps/steps)
+  restarts     random restarts; the one with the lowest final-pass mean target loss is kept
+               (zero init without augmentation makes restarts coincide: one is run)
+  target       next = (y + 1) mod K (spec); random = a seeded random other class; untargeted =
+               maximise the loss of the true label
+  augment      differentiable ±4 px shift and horizontal flip of the input at every step (PGD)
+  init         normal = clip(N(0,1)·eps) (PGD), uniform in ±eps, zero (MI-FGSM)
+  batch_size   images per attacked batch (512)
+  precision    auto = bf16 autocast on CUDA, fp32 on CPU
+  momentum, momentum_in_update   MI-FGSM only: μ (1.0); false = the authors' public code, which
+               computes the momentum but steps with sign(∇)
+  surrogate    victim name of the surrogate architecture (P10/P100: resnet50 as the paper)
+  surrogate_*  the surrogate's training recipe (epochs 40, batch 128, SGD 0.1 Nesterov, …)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from poisonbench.api import CraftContext, Poison, Split
+from poisonbench.hookspecs import hookimpl
+from poisonbench.crafting.surrogate_params import SurrogateParams, UsesSurrogate
+
+
+@dataclass(frozen=True)
+class PgdParams(SurrogateParams):
+    eps: float = 8 / 255
+    steps: int = 250
+    step_size: float | None = 0.4 / 255  # null = eps / steps
+    restarts: int = 8
+    target: Literal["next", "random", "untargeted"] = "next"
+    augment: bool = True
+    init: Literal["normal", "uniform", "zero"] = "normal"
+    batch_size: int = 512
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    def __post_init__(self):
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must be in (0, 1] (a fraction of the pixel range), got {self.eps}")
+        if self.steps < 1 or self.restarts < 1 or self.batch_size < 1:
+            raise ValueError("steps, restarts and batch_size must be at least 1")
+        if self.step_size is not None and self.step_size <= 0:
+            raise ValueError(f"step_size must be positive, got {self.step_size}")
+
+
+@dataclass(frozen=True)
+class MifgsmParams(PgdParams):
+    step_size: float | None = None  # eps / steps
+    augment: bool = False
+    init: Literal["normal", "uniform", "zero"] = "zero"
+    momentum: float = 1.0
+    momentum_in_update: bool = True
+
+
+class TargetedPGD(UsesSurrogate, Poison):
+    """Targeted PGD towards (y+1) mod K on a clean-trained surrogate (Fowl et al. 2021)."""
+
+    name = "pgd"
+    family = "pgd"
+    kind = "max"
+    applied = "sample"
+    threat_model = "linf"
+    version = 1
+    Params = PgdParams
+    contract_params = {"steps": 2, "restarts": 2, "batch_size": 10}
+
+    def attack_config(self, device: str = "cpu"):
+        from poisonbench.crafting.surrogate import resolved_precision
+
+        from poisonbench.plugins.adversarial import ops
+
+        p = self.params
+        momentum = getattr(p, "momentum", None)
+        return ops.AttackConfig(
+            eps=p.eps, steps=p.steps, step_size=p.step_size if p.step_size is not None else p.eps / p.steps,
+            restarts=p.restarts, init=p.init, augment=p.augment, batch_size=p.batch_size,
+            momentum=momentum, momentum_in_update=getattr(p, "momentum_in_update", True),
+            objective="untargeted" if p.target == "untargeted" else "targeted",
+            precision=resolved_precision(p.precision, device), channels_last=True)
+
+    def craft(self, clean: Split, *, ctx: CraftContext):
+        import torch
+
+        from poisonbench.plugins.adversarial import ops
+
+        label = getattr(self, "registry_name", self.name)
+        model = self.surrogate_model(ctx, label)
+        cfg = self.attack_config(str(ctx.device))
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.params.target == "random":
+            targets = ops.random_targets(clean.labels, ctx.num_classes, seed=ctx.seed)
+        elif self.params.target == "next":
+            targets = ops.next_class_targets(clean.labels, ctx.num_classes)
+        else:
+            targets = clean.labels.clone()
+        n_batches = -(-len(clean) // cfg.batch_size)
+        advance = ctx.advance_bar(f"{label} crafting", cfg.effective_restarts * n_batches * cfg.steps)
+        return ops.craft_poison(model, clean.images, targets=targets, cfg=cfg,
+                                seed=ctx.seed, device=ctx.device, advance=advance)
+
+
+class TargetedMIFGSM(TargetedPGD):
+    """Targeted MI-FGSM (μ = 1, L1-normalised gradients, step eps/steps) on a surrogate (Dong et al. 2018)."""
+
+    name = "mifgsm"
+    family = "mifgsm"
+    Params = MifgsmParams
+
+
+@hookimpl
+def poisonbench_register_poisons(register):
+    register(TargetedPGD)
+    for steps, surrogate in ((10, "resnet50"), (100, "resnet50"), (250, "resnet18")):
+        register(TargetedPGD, f"P{steps}", params={"steps": steps, "surrogate": surrogate},
+                 description=f"{steps}-step targeted PGD, {surrogate} surrogate (Fowl et al. 2021)")
+    register(TargetedMIFGSM)
+    for steps in (10, 100, 250):
+        register(TargetedMIFGSM, f"M{steps}", params={"steps": steps},
+                 description=f"{steps}-step targeted MI-FGSM, resnet18 surrogate (Dong et al. 2018)")

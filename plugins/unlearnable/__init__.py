@@ -1,0 +1,153 @@
+"""Error-minimising "unlearnable examples" poisons SU (sample-wise) and CU (class-wise).
+
+Paper: Huang, Ma, Erfani, Bailey, Wang, "Unlearnable Examples: Making Personal Data Unexploitable",
+ICLR 2021. Spec: shared/spec/poisons.md, section SU/CU (the benchmark's reading of the authors' code).
+
+Threat model: additive L∞ perturbation, ``eps`` (fraction of the pixel range, 8/255 by default).
+The noise *minimises* the training loss (bi-level min-min): a fresh model (no pretrained surrogate)
+is trained jointly with the noise, so the noise becomes a shortcut the victim learns instead of the
+image content. Crafting loop, per round: ``train_steps`` SGD steps of the model on the poisoned
+data, then the noise update (sign-gradient descent on the cross-entropy, model in eval mode); stop
+once the model's accuracy on the poisoned data exceeds ``stop_acc``; fail after ``max_rounds``.
+
+Params (both families; units in brackets):
+  eps [pixel fraction]        L∞ budget, 8/255
+  step_size [pixel fraction]  sign-gradient step α, 0.8/255
+  attack_steps [steps]        inner min-min steps per noise update: SU 20, CU 1
+  model [victim name]         crafting architecture, built fresh from the victim registry (resnet18)
+  lr, momentum, weight_decay  the crafting model's SGD (constant lr 0.1, 0.9, 5e-4)
+  grad_clip [L2 norm]         gradient-norm clip of each model step, 5.0
+  batch_size [images]         512, for model steps, noise updates and the accuracy check
+  train_steps [batches]       model SGD steps per round, 10
+  stop_acc [fraction]         stop when accuracy on the poisoned data is > this, 0.99
+  max_rounds [rounds]         give up (RunFailed) after this many rounds, 100
+  on_max_rounds               fail (default) | keep: export the noise after max_rounds anyway
+                              (the manifest then says converged: false)
+  subset_fraction (CU only)   seeded stratified share of the training set used for the noise, 0.2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from poisonbench.api import CraftContext, Poison, Split
+from poisonbench.hookspecs import hookimpl
+
+
+@dataclass(frozen=True)
+class SampleWiseParams:
+    eps: float = 8 / 255  # L∞ budget as a fraction of the pixel range
+    step_size: float = 0.8 / 255  # α of each sign-gradient step
+    attack_steps: int = 20  # min-min steps per noise update
+    model: str = "resnet18"  # victim-registry name of the crafting model (trained from scratch)
+    lr: float = 0.1  # constant SGD learning rate of the crafting model
+    momentum: float = 0.9
+    weight_decay: float = 5.0e-4
+    grad_clip: float = 5.0  # max L2 norm of the model gradient per step
+    batch_size: int = 512
+    train_steps: int = 10  # model SGD steps per round
+    stop_acc: float = 0.99  # stop once accuracy on the poisoned data is strictly above this
+    max_rounds: int = 100  # fail loudly after this many rounds instead of looping forever
+    on_max_rounds: Literal["fail", "keep"] = "fail"  # keep = export the unconverged noise anyway
+
+    def __post_init__(self):
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if not self.step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {self.step_size}")
+        if not 0 <= self.stop_acc < 1:  # accuracy must be strictly above it, so 1 never stops
+            raise ValueError(f"stop_acc must be in [0, 1), got {self.stop_acc}")
+        for key in ("attack_steps", "batch_size", "max_rounds"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("lr", "momentum", "weight_decay", "grad_clip", "train_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class ClassWiseParams(SampleWiseParams):
+    attack_steps: int = 1  # one min-min step per subset batch
+    subset_fraction: float = (
+        0.2  # share of each class used for the noise updates and the stop check
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.subset_fraction <= 1:
+            raise ValueError(f"subset_fraction must be in (0, 1], got {self.subset_fraction}")
+
+
+class _Unlearnable(Poison):
+    """Shared surface of SU and CU; the torch code lives in plugins/_unlearnable_ops.py."""
+
+    family = "unlearnable"
+    kind = "min"
+    threat_model = "linf"
+    label: ClassVar[str] = ""  # short name used in messages
+    # Contract checks (poisonbench.testing): a small net and one short round, converged or not.
+    contract_params: ClassVar[dict[str, Any]] = {
+        "model": "small_cnn",
+        "max_rounds": 1,
+        "train_steps": 2,
+        "attack_steps": 2,
+        "on_max_rounds": "keep",
+    }
+
+    def __init__(self, params: Any = None):
+        super().__init__(params)
+        self.stats: dict[str, Any] = {}
+
+    def check_references(self, catalog) -> list[tuple[str | None, str]]:
+        if self.params.model not in catalog.victims:
+            return [("model", catalog.victims.unknown_message(self.params.model))]
+        return []
+
+    def manifest_extras(self) -> dict[str, Any]:
+        """Rounds run and the crafting model's final accuracy on the poisoned data."""
+        return dict(self.stats)
+
+    def craft(self, clean: Split, *, ctx: CraftContext):
+        from poisonbench.plugins.unlearnable import ops
+
+        poisoned, self.stats = ops.craft(
+            clean, ctx=ctx, params=self.params, classwise=self.applied == "class", label=self.label
+        )
+        return poisoned
+
+
+class UnlearnableSample(_Unlearnable):
+    """Sample-wise error-minimising noise (unlearnable examples, Huang et al. 2021)."""
+
+    name = "unlearnable_sample"
+    applied = "sample"
+    label = "SU"
+    Params = SampleWiseParams
+
+
+class UnlearnableClass(_Unlearnable):
+    """Class-wise error-minimising noise (unlearnable examples, Huang et al. 2021)."""
+
+    name = "unlearnable_class"
+    applied = "class"
+    label = "CU"
+    Params = ClassWiseParams
+
+
+@hookimpl
+def poisonbench_register_poisons(register):
+    register(UnlearnableSample)
+    register(UnlearnableClass)
+    register(
+        UnlearnableSample,
+        "SU",
+        params={},
+        description="sample-wise unlearnable examples (error-minimising, 20 steps of 0.8/255)",
+    )
+    register(
+        UnlearnableClass,
+        "CU",
+        params={},
+        description="class-wise unlearnable examples (error-minimising, 20% subset)",
+    )
