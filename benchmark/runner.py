@@ -29,11 +29,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from poisonbench.suite.config import DatasetConfig, MetricsConfig, TrainConfig
-from poisonbench.training.device import derive_seed
 from poisonbench.errors import BadInput
 from poisonbench.results import append_record, cell_metrics, now_iso
 from poisonbench.suite import Component, Suite
+from poisonbench.suite.config import DatasetConfig, MetricsConfig, TrainConfig
+from poisonbench.training.device import derive_seed
 
 CHECKPOINT_NAME = "train.safetensors"
 

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 from poisonbench.api import Dataset, Defense, Poison, Victim
 from poisonbench.catalog import Catalog
-from poisonbench.hookspecs import hookimpl
 from poisonbench.catalog.manager import load_plugins, new_manager
-from poisonbench.plugins import baselines
-from poisonbench.plugins import defenses
+from poisonbench.hookspecs import hookimpl
+from poisonbench.plugins import baselines, defenses
 
 
 @dataclass(frozen=True)

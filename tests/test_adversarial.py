@@ -8,9 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from poisonbench.api import CraftContext, Split
-from poisonbench.plugins.adversarial import ops
-from poisonbench.plugins.adversarial import MifgsmParams, PgdParams
-from poisonbench.crafting.surrogate import SurrogateRecipe, recipe_from_params, sample_shift_flip, shift_flip
+from poisonbench.crafting.surrogate import (
+    SurrogateRecipe,
+    recipe_from_params,
+    sample_shift_flip,
+    shift_flip,
+)
+from poisonbench.plugins.adversarial import MifgsmParams, PgdParams, ops
 from poisonbench.testing import check_poison
 
 EPS = 8 / 255

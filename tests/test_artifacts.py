@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from poisonbench.api import Poison, PreparedData, Split
-from poisonbench.crafting.artifacts import check_artifact, read_artifact, write_artifact
 from poisonbench.catalog import Catalog
+from poisonbench.catalog.manager import new_manager
 from poisonbench.crafting import obtain_poison
+from poisonbench.crafting.artifacts import check_artifact, read_artifact, write_artifact
 from poisonbench.errors import ArtifactError, PluginError
 from poisonbench.hookspecs import hookimpl
-from poisonbench.catalog.manager import new_manager
 from poisonbench.plugins import baselines
 from poisonbench.plugins.synthetic import regions
 from poisonbench.suite import Component

@@ -7,12 +7,12 @@ import torch
 
 from poisonbench.api import Dataset, DatasetSplits, Split
 from poisonbench.catalog import Catalog
-from poisonbench.suite.config import DatasetConfig
+from poisonbench.catalog.manager import new_manager
 from poisonbench.data import fingerprint, load_splits, prepare_data, stratified_indices
 from poisonbench.errors import BadInput, PluginError
 from poisonbench.hookspecs import hookimpl
-from poisonbench.catalog.manager import new_manager
 from poisonbench.suite import Component
+from poisonbench.suite.config import DatasetConfig
 
 
 def numbered(n: int, labels: torch.Tensor) -> Split:

@@ -13,8 +13,6 @@ import pytest
 import torch
 
 from poisonbench.errors import BadInput
-from poisonbench.plugins.datasets import cifar_files as _cifar_files
-from poisonbench.plugins.datasets import idx as _idx
 from poisonbench.plugins.datasets import (
     Cifar10,
     Cifar100,
@@ -22,6 +20,8 @@ from poisonbench.plugins.datasets import (
     FashionMNISTDemo,
     Synthetic,
 )
+from poisonbench.plugins.datasets import cifar_files as _cifar_files
+from poisonbench.plugins.datasets import idx as _idx
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from poisonbench.suite.config import DatasetConfig, TrainConfig
 from poisonbench.data import prepare_data
 from poisonbench.suite import Component
+from poisonbench.suite.config import DatasetConfig, TrainConfig
 from poisonbench.training.trainer import evaluate, train_victim
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from poisonbench.suite.config import DatasetConfig
 from poisonbench.crafting import obtain_poison
 from poisonbench.data import prepare_data
 from poisonbench.errors import ArtifactError, BadInput
 from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths, apply_perturbation
 from poisonbench.suite import Component
+from poisonbench.suite.config import DatasetConfig
 
 from .helpers_byo import TINY_TRAIN, run_main, save_image
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from poisonbench.crafting.artifacts import read_artifact
 from poisonbench.cli import main
+from poisonbench.crafting.artifacts import read_artifact
 from poisonbench.results import CELLS_FILE, append_record, read_records
 
 SMOKE = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"

@@ -6,10 +6,10 @@ import pytest
 
 from poisonbench.api import Poison, Victim
 from poisonbench.catalog import Catalog
-from poisonbench.errors import BadInput, DuplicateName, UnknownName
-from poisonbench.hookspecs import hookimpl
 from poisonbench.catalog.manager import new_manager
 from poisonbench.catalog.registry import Registry
+from poisonbench.errors import BadInput, DuplicateName, UnknownName
+from poisonbench.hookspecs import hookimpl
 
 from .plugin_fixtures import Stripes, TestPlugin, test_catalog
 

@@ -18,8 +18,8 @@ import torch
 from poisonbench import cli as cli_module
 from poisonbench.api import Poison
 from poisonbench.catalog import Catalog
-from poisonbench.hookspecs import hookimpl
 from poisonbench.catalog.manager import load_plugins
+from poisonbench.hookspecs import hookimpl
 from poisonbench.results import read_records
 
 from .helpers_reliability import run_main, tiny_suite

@@ -16,9 +16,9 @@ import click
 import pytest
 
 from poisonbench import cli as cli_module
-from poisonbench.training.checkpoint import peek_state
 from poisonbench.errors import ArtifactError, BadInput, Interrupted, RunFailed
 from poisonbench.results import LOCK_FILE, read_records
+from poisonbench.training.checkpoint import peek_state
 
 from .helpers_reliability import comparable, run_main, spawn_cli, tiny_suite
 

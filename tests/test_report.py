@@ -9,7 +9,13 @@ import pytest
 from scipy import stats
 
 from poisonbench.cli import main
-from poisonbench.results.report import build_report, correlation, group_records, load_run, rank_groups
+from poisonbench.results.report import (
+    build_report,
+    correlation,
+    group_records,
+    load_run,
+    rank_groups,
+)
 
 from .helpers_report import POISONS, FakePoison, fake_record, write_run
 

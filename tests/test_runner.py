@@ -14,11 +14,11 @@ from filelock import FileLock
 from poisonbench import cli as cli_module
 from poisonbench.api import Defense, Victim
 from poisonbench.catalog import Catalog
+from poisonbench.catalog.manager import load_plugins
 from poisonbench.cli import main
 from poisonbench.errors import ArtifactError, BadInput
 from poisonbench.executors import get_executor
 from poisonbench.hookspecs import hookimpl
-from poisonbench.catalog.manager import load_plugins
 from poisonbench.results import LOCK_FILE, append_record, cell_metrics, read_records
 from poisonbench.runner import plan_run, select_cells
 from poisonbench.suite import load_suite

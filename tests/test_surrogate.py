@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from poisonbench.crafting import surrogate as sur
 from poisonbench.api import CraftContext, PreparedData, Victim
 from poisonbench.catalog import Catalog
+from poisonbench.catalog.manager import new_manager
+from poisonbench.crafting import surrogate as sur
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
-from poisonbench.catalog.manager import new_manager
 from poisonbench.testing import tiny_split
 
 TINY = {"epochs": 4, "batch_size": 16, "milestones": [3]}
@@ -35,9 +35,7 @@ class _TinyPlugin:
 
 @pytest.fixture
 def tiny_catalog() -> Catalog:
-    from poisonbench.plugins import adversarial
-    from poisonbench.plugins import baselines
-    from poisonbench.plugins import defenses
+    from poisonbench.plugins import adversarial, baselines, defenses
 
     pm = new_manager()
     for plugin in (_TinyPlugin(), adversarial, baselines, defenses):

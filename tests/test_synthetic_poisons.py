@@ -10,13 +10,10 @@ import torch
 
 from poisonbench.api import CraftContext, Split
 from poisonbench.catalog import Catalog
-from poisonbench.errors import BadInput
 from poisonbench.catalog.manager import new_manager
-from poisonbench.plugins.synthetic import ops
+from poisonbench.errors import BadInput
 from poisonbench.plugins import baselines
-from poisonbench.plugins.synthetic import low_frequency
-from poisonbench.plugins.synthetic import random_noise
-from poisonbench.plugins.synthetic import regions
+from poisonbench.plugins.synthetic import low_frequency, ops, random_noise, regions
 
 EPS = 8 / 255
 TABLE1 = [
@@ -223,8 +220,8 @@ def test_list_poisons_json_has_table1_synthetics(capsys):
 
 
 def test_craft_cli_writes_an_artifact_and_rejects_unknown_params(tmp_path, capsys):
-    from poisonbench.crafting.artifacts import read_artifact
     from poisonbench.cli import main
+    from poisonbench.crafting.artifacts import read_artifact
 
     out = tmp_path / "r4.safetensors"
     args = [

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from poisonbench.api import Split
+from poisonbench.errors import ArtifactError, Interrupted
 from poisonbench.training.augment import crop_flip, normalisation, plan_epoch, to_model_input
 from poisonbench.training.checkpoint import read_checkpoint
-from poisonbench.errors import ArtifactError, Interrupted
 from poisonbench.training.trainer import evaluate, predict, train_victim
 from tests.helpers_training import MEAN, STD, state_equal, tiny_config, tiny_model, tiny_splits
 

@@ -12,11 +12,11 @@ from torch import nn
 
 from poisonbench.api import CraftContext, Split, Victim
 from poisonbench.catalog import Catalog
+from poisonbench.catalog.manager import new_manager
 from poisonbench.errors import RunFailed
 from poisonbench.hookspecs import hookimpl
-from poisonbench.catalog.manager import new_manager
-from poisonbench.plugins.unlearnable import ops
 from poisonbench.plugins import unlearnable
+from poisonbench.plugins.unlearnable import ops
 
 K = 4  # classes
 

@@ -14,9 +14,9 @@ from functools import lru_cache
 import pluggy
 
 from poisonbench.api import Dataset, Defense, Poison, Victim
-from poisonbench.errors import DuplicateName, PluginError
 from poisonbench.catalog.manager import PluginInfo, load_plugins
 from poisonbench.catalog.registry import Registry
+from poisonbench.errors import DuplicateName, PluginError
 
 KINDS = {
     "poisons": ("poison", Poison, "poisonbench_register_poisons"),

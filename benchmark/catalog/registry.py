@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from poisonbench.errors import DuplicateName, PluginError, UnknownName
 from poisonbench.catalog.params import check_params, params_schema
 from poisonbench.catalog.suggest import did_you_mean, filter_names
+from poisonbench.errors import DuplicateName, PluginError, UnknownName
 
 
 @dataclass(frozen=True)

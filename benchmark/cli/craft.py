@@ -139,11 +139,11 @@ def craft(settings, poison, dataset_name, subset, seed, sets, out, device, no_ca
     """Craft POISON on a dataset's training set and write the artifact to --out."""
     import tempfile
 
-    from poisonbench.crafting.artifacts import atomic_write_bytes, read_artifact
-    from poisonbench.suite.config import DatasetConfig
     from poisonbench.crafting import obtain_poison
+    from poisonbench.crafting.artifacts import atomic_write_bytes, read_artifact
     from poisonbench.data import prepare_data
     from poisonbench.suite import Component
+    from poisonbench.suite.config import DatasetConfig
 
     catalog = settings.catalog()
     params = parse_sets(sets)

@@ -42,15 +42,20 @@ N×H×W×C, allow_pickle=False). The result passes the same checks as a crafted 
 @click.pass_obj
 def import_command(settings, src, dataset_name, dataset_params, subset, fmt, eps, applied, out, as_json):
     """Read SRC (file or PNG folder), check it against DATASET's training set, write --out."""
-    from poisonbench.crafting.artifacts import check_artifact, measure_linf, read_artifact, write_artifact
-    from poisonbench.crafting.cache import cache_key
+    from poisonbench.catalog.params import params_to_dict
     from poisonbench.cli.craft import parse_sets
-    from poisonbench.suite.config import DatasetConfig
     from poisonbench.crafting import build_manifest, craft_checked, key_material, make_context
+    from poisonbench.crafting.artifacts import (
+        check_artifact,
+        measure_linf,
+        read_artifact,
+        write_artifact,
+    )
+    from poisonbench.crafting.cache import cache_key
     from poisonbench.data import prepare_data
     from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths
-    from poisonbench.catalog.params import params_to_dict
     from poisonbench.suite import Component
+    from poisonbench.suite.config import DatasetConfig
 
     catalog = settings.catalog()
     if dataset_name not in catalog.datasets:

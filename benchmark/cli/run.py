@@ -51,10 +51,10 @@ def run_command(ctx, suite_path, out, executor, address, gpus_per_cell, only, dr
     Paths in the suite resolve against its folder, then --data-dir, and may not leave those folders
     (or an --allow-path) by '..', an absolute path or a symlink.
     """
-    from poisonbench.training.device import resolve_device
     from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths
     from poisonbench.runner import plan_run
     from poisonbench.suite import load_suite
+    from poisonbench.training.device import resolve_device
 
     settings = ctx.obj
     # for the whole command (validation, data, crafting): paths are the suite's, not the cwd's

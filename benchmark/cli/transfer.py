@@ -30,10 +30,10 @@ images each victim misclassifies is written to OUT/transfer.json.
 @click.pass_obj
 def transfer_command(settings, suite_path, out, device, quiet, as_json):
     """Measure attack transferability of SUITE's poisons against its victims trained on clean data."""
+    from poisonbench.results.transfer import run_transfer, table
+    from poisonbench.suite import load_suite
     from poisonbench.training.device import resolve_device
     from poisonbench.util.progress import RunProgress
-    from poisonbench.suite import load_suite
-    from poisonbench.results.transfer import run_transfer, table
 
     catalog = settings.catalog()
     for failure in catalog.failures:

@@ -18,10 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from poisonbench.api import CraftContext, PreparedData, Split
-from poisonbench.crafting.artifacts import Artifact, check_artifact, measure_linf, read_artifact, write_artifact
+from poisonbench.catalog.params import params_to_dict
+from poisonbench.crafting.artifacts import (
+    Artifact,
+    check_artifact,
+    measure_linf,
+    read_artifact,
+    write_artifact,
+)
 from poisonbench.crafting.cache import ArtifactCache, cache_key
 from poisonbench.errors import ArtifactError, PluginError
-from poisonbench.catalog.params import params_to_dict
 
 KEY_FORMAT = 1  # bump when the meaning of a cache key changes
 

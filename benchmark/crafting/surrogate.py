@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from poisonbench.errors import BadInput, PoisonbenchError
 from poisonbench.catalog.params import check_params, params_to_dict
+from poisonbench.errors import BadInput, PoisonbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -45,7 +45,11 @@ class UsesSurrogate:
         return [("surrogate", "surrogate: " + catalog.victims.unknown_message(self.params.surrogate))]
 
     def cache_extras(self, ctx) -> dict:
-        from poisonbench.crafting.surrogate import recipe_from_params, resolve_recipe, resolved_precision
+        from poisonbench.crafting.surrogate import (
+            recipe_from_params,
+            resolve_recipe,
+            resolved_precision,
+        )
 
         recipe = resolve_recipe(recipe_from_params(self.params))
         return {"surrogate": {"victim": self.params.surrogate,

@@ -43,7 +43,6 @@ def execute(plan, *, executor: str, run_dir: Path, catalog, device: str, data_di
     and again with the end time. Returns a summary; raises ``RunFailed`` when a cell failed and
     ``Interrupted`` on SIGINT/SIGTERM.
     """
-    from poisonbench.training.device import describe_device
     from poisonbench.results import (
         build_manifest,
         finished_cell_ids,
@@ -54,6 +53,7 @@ def execute(plan, *, executor: str, run_dir: Path, catalog, device: str, data_di
         write_manifest,
     )
     from poisonbench.runner import RunContext
+    from poisonbench.training.device import describe_device
 
     module = get_executor(executor)
     run_dir = Path(run_dir)

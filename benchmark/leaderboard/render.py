@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poisonbench.leaderboard.store import load_entries
 from poisonbench.results.figures import write_atomic
 from poisonbench.results.report import format_stat, label
-from poisonbench.leaderboard.store import load_entries
 
 README = "README.md"
 INDEX = "index.html"

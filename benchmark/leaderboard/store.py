@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from poisonbench.errors import BadInput
-from poisonbench.results.figures import write_atomic
-from poisonbench.results.report import Group, Run, Stat, group_records, label
 from poisonbench.leaderboard.schema import (
     CURVES,
     METRICS,
@@ -26,6 +24,8 @@ from poisonbench.leaderboard.schema import (
     consistency_problems,
     validate_entry,
 )
+from poisonbench.results.figures import write_atomic
+from poisonbench.results.report import Group, Run, Stat, group_records, label
 
 ENTRIES = "entries"
 

@@ -184,8 +184,8 @@ def verify_entry(path: Path, *, catalog, artifact_path: Path | None = None, seed
     index = _seed_index(entry, seed, sha)
     import torch  # only now: the checks above need no training machinery
 
-    from poisonbench.training.device import describe_device, resolve_device
     from poisonbench.runner import prepare_suite_data
+    from poisonbench.training.device import describe_device, resolve_device
 
     device = resolve_device(device)
     here = {"hardware": describe_device(device), "torch": torch.__version__}

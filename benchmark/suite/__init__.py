@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from poisonbench.catalog import Catalog
-from poisonbench.suite.config import DatasetConfig, MetricsConfig, TrainConfig
-from poisonbench.errors import BadInput, Problem, UnknownName, ValidationFailed
 from poisonbench.catalog.params import check_params, params_to_dict
-from poisonbench.util.paths import confine
 from poisonbench.catalog.suggest import suggestion_suffix
+from poisonbench.errors import BadInput, Problem, UnknownName, ValidationFailed
+from poisonbench.suite.config import DatasetConfig, MetricsConfig, TrainConfig
 from poisonbench.suite.yaml_marks import Mark, MarkedDict, MarkedList, YamlProblem, load_marked_yaml
+from poisonbench.util.paths import confine
 
 TOP_LEVEL_KEYS = ("suite", "version", "include", "description", "dataset", "victims", "poisons",
                   "defenses", "seeds", "train", "metrics")

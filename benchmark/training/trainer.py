@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from poisonbench.api import Split
+from poisonbench.errors import Interrupted
+from poisonbench.suite.config import TrainConfig
 from poisonbench.training.augment import crop_flip, normalisation, plan_epoch, to_model_input
 from poisonbench.training.checkpoint import load_checkpoint, save_checkpoint
-from poisonbench.suite.config import TrainConfig
 from poisonbench.training.device import autocast, autocast_dtype, derive_seed, is_cuda
-from poisonbench.errors import Interrupted
 
 INTERRUPTED_MESSAGE = "interrupted; re-run the same command to resume"
 # channels_last helps convolutions on CUDA (tensor cores) and with oneDNN on CPU; the NHWC uint8

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from poisonbench.api import CraftContext, Poison, Split
-from poisonbench.hookspecs import hookimpl
 from poisonbench.crafting.surrogate_params import SurrogateParams, UsesSurrogate
+from poisonbench.hookspecs import hookimpl
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,6 @@ class TargetedPGD(UsesSurrogate, Poison):
 
     def attack_config(self, device: str = "cpu"):
         from poisonbench.crafting.surrogate import resolved_precision
-
         from poisonbench.plugins.adversarial import ops
 
         p = self.params

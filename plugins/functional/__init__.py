@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from poisonbench.api import CraftContext, Poison, Split
+from poisonbench.crafting.surrogate_params import SurrogateParams, UsesSurrogate
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
-from poisonbench.crafting.surrogate_params import SurrogateParams, UsesSurrogate
 
 Component = Literal["color", "flow", "delta"]
 ORDER = ("color", "flow", "delta")
@@ -103,7 +103,6 @@ class Functional(UsesSurrogate, Poison):
 
     def attack_config(self, device: str = "cpu"):
         from poisonbench.crafting.surrogate import resolved_precision
-
         from poisonbench.plugins.functional import ops
 
         p = self.params
