@@ -1,193 +1,117 @@
-"""Base classes every plugin subclasses: Poison, Defense, Victim, Dataset, and the data they exchange.
+"""The declared plugin API: base classes, the data they exchange, and every core helper a plugin may use.
 
-Import-light on purpose: nothing here imports torch, so ``poisonbench list`` stays instant.
-Plugin modules follow the same rule (timm/torchvision style): heavy imports happen inside methods
-or in private helper modules (``plugins/_*.py``) imported from those methods.
+A plugin (built-in or third-party) imports only ``poisonbench.api``, ``poisonbench.hookspecs``,
+``poisonbench.testing`` and ``poisonbench.errors``; a guard test holds the built-ins to that. What is
+here besides the base classes (``__all__`` lists everything):
 
-Data conventions (DESIGN.md): images are uint8 tensors ``(N, H, W, C)``, labels int64 ``(N,)``.
+* surrogates — ``CraftContext.surrogate``, ``SurrogateParams``/``UsesSurrogate``, ``SurrogateRecipe``;
+* device and precision — ``resolve_device``, ``resolved_precision``, ``autocast_dtype``, ``autocast``;
+* seeds — ``derive_seed(seed, *labels)``, the project's one seed derivation;
+* tensors — ``export_uint8`` (the one uint8 export), ``to_float``, ``batches``/``num_batches``,
+  ``shift_flip``/``sample_shift_flip`` (differentiable augmentation), ``stratified_indices``;
+* progress — ``CraftContext.advance_bar``; files — ``atomic_write_bytes``/``_text``/``_json``,
+  ``safe_name``, ``default_cache_dir``/``default_data_dir``, ``confine``, ``active_paths``/``UserPaths``;
+* artifacts and the catalog — ``read_artifact``, ``ROUNDING_TOLERANCE``, ``default_catalog``.
+
+Import-light on purpose: nothing here imports torch, so ``poisonbench list`` stays instant. The
+helpers are resolved lazily on first attribute access (module ``__getattr__``). Plugin modules follow
+the same rule (timm/torchvision style): heavy imports happen inside methods, or in a family's
+``ops.py`` imported from those methods.
+
+The base classes live in ``plugin_base.py`` (poisons, victims, datasets and their data) and
+``defense_base.py`` (defenses); this module is the one place a plugin imports them from.
+
+Data conventions: images are uint8 tensors ``(N, H, W, C)``, labels int64 ``(N,)``.
 A poison returns the whole poisoned training set as uint8 of the same shape; labels never change.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from torch import nn
+from poisonbench.defense_base import (
+    STAGES,
+    BatchContext,
+    Defense,
+    DefenseContext,
+    DefenseStage,
+    MixedTarget,
+    mixed_cross_entropy,  # the default loss of a defense (cross-entropy, mixed targets too)
+    soft_correct,  # train accuracy of a batch with mixed targets
+)
+from poisonbench.plugin_base import (
+    CraftContext,
+    Dataset,
+    DatasetSplits,
+    NoParams,
+    Paper,
+    Plugin,
+    Poison,
+    PreparedData,
+    Split,
+    Victim,
+)
 
+# -- core helpers re-exported for plugins, resolved on first access (no torch at import) ---------
 
-@dataclass(frozen=True)
-class NoParams:
-    """Params of a plugin that takes none."""
+_LAZY = {
+    # surrogates
+    "SurrogateParams": "poisonbench.crafting.surrogate_params",
+    "UsesSurrogate": "poisonbench.crafting.surrogate_params",
+    "SurrogateRecipe": "poisonbench.crafting.surrogate",
+    "recipe_from_params": "poisonbench.crafting.surrogate",
+    # device, precision, seeds
+    "resolve_device": "poisonbench.training.device",
+    "resolved_precision": "poisonbench.training.device",
+    "autocast_dtype": "poisonbench.training.device",
+    "autocast": "poisonbench.training.device",
+    "derive_seed": "poisonbench.training.device",
+    # tensors: the uint8 export, batching, differentiable augmentation, stratified subsets
+    "export_uint8": "poisonbench.util.tensors",
+    "quantize": "poisonbench.util.tensors",
+    "to_float": "poisonbench.util.tensors",
+    "batches": "poisonbench.util.tensors",
+    "num_batches": "poisonbench.util.tensors",
+    "shift_flip": "poisonbench.util.tensors",
+    "sample_shift_flip": "poisonbench.util.tensors",
+    "stratified_indices": "poisonbench.data",
+    # files and paths
+    "atomic_path": "poisonbench.util.files",
+    "atomic_write_bytes": "poisonbench.util.files",
+    "atomic_write_text": "poisonbench.util.files",
+    "atomic_write_json": "poisonbench.util.files",
+    "safe_name": "poisonbench.util.files",
+    "default_cache_dir": "poisonbench.util.files",
+    "default_data_dir": "poisonbench.util.files",
+    "confine": "poisonbench.util.paths",
+    # the path policy in force (suite folder, --data-dir, --allow-path): resolve user-named paths
+    "active_paths": "poisonbench.util.paths",
+    "UserPaths": "poisonbench.util.paths",
+    # artifacts and the catalog
+    "read_artifact": "poisonbench.crafting.artifacts",
+    "ROUNDING_TOLERANCE": "poisonbench.crafting.artifacts",
+    "default_catalog": "poisonbench.catalog",
+    # resumable crafting (REM rounds, SEP ensembles): atomic safetensors+JSON state in the cache dir
+    "CraftState": "poisonbench.crafting.resume",
+    "craft_state": "poisonbench.crafting.resume",
+    "data_digest": "poisonbench.crafting.resume",
+}
 
-
-@dataclass
-class Split:
-    """One split of a dataset: uint8 images (N, H, W, C) and int64 labels (N,), both torch tensors."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C)."""
-        return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
-
-
-@dataclass
-class DatasetSplits:
-    """What a Dataset plugin loads: full train and test splits plus facts the trainer needs."""
-
-    train: Split
-    test: Split
-    num_classes: int
-    class_names: list[str]
-    mean: tuple[float, ...]  # per-channel normalisation mean, images scaled to [0, 1]
-    std: tuple[float, ...]
-
-
-@dataclass
-class PreparedData:
-    """A dataset after the harness applied the suite's subset/val choices (benchmark.data)."""
-
-    name: str
-    train: Split  # what the poisoner sees and perturbs
-    test: Split  # clean test split
-    val: Split | None  # clean split held out from training for the defender (val_split > 0)
-    num_classes: int
-    class_names: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    fingerprint: str  # sha256 over the prepared train/test(/val) bytes and labels
-
-
-class Plugin:
-    """Common surface of registered classes: a typed ``Params`` dataclass and a ``version``.
-
-    ``name`` is the registry key of the class itself (presets get their own names in the registry).
-    Bump ``version`` whenever the same params would produce different results.
-    """
-
-    name: ClassVar[str] = ""
-    version: ClassVar[int] = 1
-    Params: ClassVar[type] = NoParams
-    description: ClassVar[str] = ""
-
-    def __init__(self, params: Any = None):
-        self.params = params if params is not None else self.Params()
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{f.name}={getattr(self.params, f.name)!r}" for f in dataclasses.fields(self.params))
-        return f"{type(self).__name__}({fields})"
+__all__ = ["NoParams", "Split", "DatasetSplits", "PreparedData", "Paper", "Plugin", "CraftContext", "Poison",
+           "Defense", "DefenseContext", "BatchContext", "MixedTarget", "STAGES", "DefenseStage", "Victim",
+           "Dataset", "mixed_cross_entropy", "soft_correct", *_LAZY]
 
 
-@dataclass
-class CraftContext:
-    """Everything a poison may use while crafting, handed in by the harness.
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'poisonbench.api' has no attribute {name!r}")
+    import importlib
 
-    ``progress(description, total)`` returns a callable ``advance(n=1, **fields)``; fields such as
-    ``loss=0.3`` appear next to the bar. ``surrogate(victim_name, recipe)`` returns a trained,
-    cached surrogate model (set by the harness once surrogate support exists; None before).
-    """
-
-    num_classes: int
-    seed: int
-    device: str = "cpu"
-    dataset_name: str = ""
-    dataset_fingerprint: str = ""
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    cache_dir: Path | None = None
-    data_dir: Path | None = None
-    catalog: Any = None  # benchmark.catalog.Catalog
-    progress: Any = None
-    surrogate: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def advance_bar(self, description: str, total: int):
-        """A progress callable; a no-op when the harness gave none (tests, library use)."""
-        if self.progress is None:
-            return lambda n=1, **fields: None
-        return self.progress(description, total)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
 
-class Poison(Plugin):
-    """A data poison: maps the clean training split to a poisoned one of the same shape.
-
-    Class attributes describe it for listing and figures:
-      family  -- the class's registry name (presets of one family share it)
-      kind    -- 'max' (error-maximising), 'min' (error-minimising), 'random', 'baseline'
-      applied -- 'class' (one perturbation per class) or 'sample' (one per image)
-      threat_model -- 'linf' (additive, bounded by ``budget()``) or 'functional'
-    """
-
-    family: ClassVar[str] = ""
-    kind: ClassVar[Literal["max", "min", "random", "baseline"]] = "baseline"
-    applied: ClassVar[Literal["class", "sample"]] = "sample"
-    threat_model: ClassVar[Literal["linf", "functional"]] = "linf"
-    # Cheapest params that still exercise the algorithm; poisonbench.testing's contract checks use
-    # them (e.g. {"steps": 2, "restarts": 1}) so every registered poison can be checked in seconds.
-    contract_params: ClassVar[dict[str, Any]] = {}
-
-    def budget(self) -> float | None:
-        """Declared L∞ bound as a fraction of the pixel range (8/255 ≈ 0.0314), None if unbounded."""
-        eps = getattr(self.params, "eps", None)
-        return float(eps) if eps is not None else None
-
-    def cache_extras(self, ctx: CraftContext) -> dict[str, Any]:
-        """Anything beyond (name, version, params, dataset, seed) that determines the artifact."""
-        return {}
-
-    def manifest_extras(self) -> dict[str, Any]:
-        """Extra manifest fields (e.g. component bounds of a functional poison)."""
-        return {}
-
-    def craft(self, clean: Split, *, ctx: CraftContext) -> torch.Tensor:
-        """Return poisoned uint8 images shaped like ``clean.images``; never modify ``clean``."""
-        raise NotImplementedError
-
-
-class Defense(Plugin):
-    """A victim-side defense: may transform the training set, observes training, selects an epoch."""
-
-    needs_validation: ClassVar[bool] = False  # True when it needs the dataset's val split
-
-    @property
-    def transforms_data(self) -> bool:
-        """True when ``transform_train`` changes the data (cells then cannot share one training run)."""
-        return False
-
-    def transform_train(self, train: Split, *, seed: int) -> Split:
-        return train
-
-    def select_epoch(self, history: dict[str, list[float]]) -> int:
-        """1-based epoch whose model the victim keeps, given per-epoch ``history``."""
-        return len(history["test_acc"])
-
-
-class Victim(Plugin):
-    """A model architecture the victim trains (also usable as a crafting surrogate)."""
-
-    def build(self, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-        raise NotImplementedError
-
-
-class Dataset(Plugin):
-    """A source of clean data; ``load`` returns full splits as uint8 NHWC tensors."""
-
-    image_shape: ClassVar[tuple[int, int, int] | None] = None  # (H, W, C) when fixed
-    num_classes: ClassVar[int | None] = None
-
-    def locations(self, data_dir: Path | None) -> list[Path]:
-        """Where ``load`` looks for files, for ``list datasets`` and error messages."""
-        return []
-
-    def load(self, *, data_dir: Path | None, download: bool = True) -> DatasetSplits:
-        raise NotImplementedError
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -34,8 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _seed_for(seed: int, purpose: str) -> int:
     """An independent 63-bit seed per draw (val / train_subset / test_subset) from one user seed."""
-    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+    from poisonbench.training.device import derive_seed
+
+    return derive_seed(seed, purpose)
 
 
 def stratified_indices(labels: torch.Tensor, n: int, *, seed: int) -> torch.Tensor:
@@ -124,6 +125,21 @@ def fingerprint(name: str, splits: dict[str, Split | None]) -> str:
     return h.hexdigest()
 
 
+def declared_train_size(catalog: Catalog, config: DatasetConfig, component: Any) -> int | None:
+    """Training images a prepared dataset will have, from the plugin's declared split sizes alone.
+
+    The declared full train split, less ``val_split``, capped by ``train_subset``; None when the
+    plugin declares no size (then only loading tells). No file is read: ``run --dry-run`` uses this
+    to estimate costs before a download.
+    """
+    dataset = catalog.datasets.create(component.name, getattr(component, "params", None) or {})
+    full, _ = dataset.split_sizes()
+    if full is None:
+        return None
+    n = max(0, int(full) - int(config.val_split))
+    return n if config.train_subset is None else min(n, int(config.train_subset))
+
+
 def prepare_data(
     catalog: Catalog,
     config: DatasetConfig,
@@ -166,4 +182,5 @@ def prepare_data(
         mean=tuple(splits.mean),
         std=tuple(splits.std),
         fingerprint=fingerprint(name, {"train": train, "test": test, "val": val}),
+        params=dict(getattr(component, "params", None) or {}),
     )

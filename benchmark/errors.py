@@ -1,6 +1,6 @@
 """Errors a user can cause, each turned into one line and an exit code by the CLI.
 
-Exit-code contract (DESIGN.md, issue 11):
+Exit codes (docs/formats.md):
     0 ok, 1 failure, 2 bad input (nothing was run, nothing lost), 3 interrupted (resumable).
 Programming errors are not PoisonbenchError and keep their traceback.
 """

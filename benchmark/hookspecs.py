@@ -8,7 +8,7 @@ A plugin is a module (or object) with functions named like these hooks, decorate
 
 Catalog hooks receive a ``register`` callable (llm/tox style) and call it once per name.
 Behaviour lives in the registered classes; hooks only say what exists.
-tests/test_hookspecs.py checks that every hook here is documented with an example and tested.
+tests/test_plugin_table.py checks that every hook here is documented with an example and tested.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """Running a suite: plan it (cells → crafts → training groups), run one training group, build records.
 
-Shared training: the cells of one (victim, poison, seed) whose defenses do not transform the training
-data (``none``, ``early_stopping`` with ``select: test`` or ``val``) would train the exact same model,
-so they form one *training group* trained once; each defense then picks its epoch from the shared
-history with ``select_epoch``. A defense whose ``transforms_data`` is True gets a group of its own.
+Shared training: a training group is one (victim, poison, seed, training-side defense chain). Cells
+whose chains are equal read the same history and train once: ``none`` and the deprecated
+``early_stopping`` aliases have the empty chain, a chain's order is the fixed composition order
+(``[at8, jpeg10]`` is ``[jpeg10, at8]``), and a defense that is the identity on the dataset
+(grayscale on 1-channel images, ``gaussian_blur`` at σ 0.1) is dropped from the chain, so its cell
+shares the undefended training (its record says so in ``defense_identity``). Every record carries
+peak, val-selected and final accuracy; a selection alias also picks the legacy ``selected_test_acc``.
 Every record of a shared group carries the group's id (``train_group``) and training time.
 
 Executors (``executors/local.py``, and a Ray executor) drive the same two functions:
@@ -33,7 +36,9 @@ from poisonbench.errors import BadInput
 from poisonbench.results import append_record, cell_metrics, now_iso
 from poisonbench.suite import Component, Suite
 from poisonbench.suite.config import DatasetConfig, MetricsConfig, TrainConfig
+from poisonbench.suite.defense_chains import dataset_image_shape, identity_notes, training_chain
 from poisonbench.training.device import derive_seed
+from poisonbench.util.files import safe_name
 
 CHECKPOINT_NAME = "train.safetensors"
 
@@ -57,7 +62,8 @@ class TrainingGroup:
     poison: dict[str, Any]
     seed: int
     cells: list[tuple[str, dict[str, Any]]]
-    transform_defense: dict[str, Any] | None = None  # set when the (single) defense changes the data
+    transform_defense: dict[str, Any] | None = None  # the cells' defense entry when it changes training
+    chain: list[dict[str, Any]] = field(default_factory=list)  # ordered training-side defenses ([] = none)
 
     @property
     def cell_ids(self) -> list[str]:
@@ -89,10 +95,6 @@ def _digest(material: Any) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
-
-
 def select_cells(cells: list[Any], only: tuple[str, ...] | list[str]) -> list[Any]:
     """Cells whose cell_id, poison name or poison label matches any fnmatch pattern of ``only``."""
     if not only:
@@ -112,18 +114,22 @@ def plan_run(suite: Suite, *, catalog, only: tuple[str, ...] | list[str] = ()) -
     crafts: dict[str, CraftJob] = {}
     groups: dict[str, TrainingGroup] = {}
     base = {"dataset": resolved.get("dataset"), "train": resolved.get("train")}
+    shape = dataset_image_shape(catalog, (resolved.get("dataset") or {}).get("name"),
+                                (resolved.get("dataset") or {}).get("params"))
     for cell in cells:
         poison, victim, defense = cell.poison.to_json(), cell.victim.to_json(), cell.defense.to_json()
-        craft_id = f"{_safe(cell.poison.name)}__s{cell.seed}__{_digest([base['dataset'], poison, cell.seed])}"
+        craft_id = f"{safe_name(cell.poison.name)}__s{cell.seed}__{_digest([base['dataset'], poison, cell.seed])}"
         crafts.setdefault(craft_id, CraftJob(craft_id, poison, cell.seed))
-        transforms = catalog.defenses.create(defense["name"], defense["params"]).transforms_data
+        chain = training_chain(defense, catalog)  # selection aliases: []; identity defenses dropped
+        identity = identity_notes(chain, catalog, shape)
+        chain = [member for member in chain if member["name"] not in identity]
         material = {**base, "victim": victim, "poison": poison, "seed": cell.seed,
-                    "defense": defense if transforms else None}
-        group_id = (f"{_safe(cell.poison.name)}__{_safe(cell.victim.name)}__s{cell.seed}"
-                    + (f"__{_safe(cell.defense.name)}" if transforms else "") + f"__{_digest(material)}")
+                    "defense": (chain[0] if len(chain) == 1 else chain) if chain else None}
+        group_id = (f"{safe_name(cell.poison.name)}__{safe_name(cell.victim.name)}__s{cell.seed}"
+                    + (f"__{safe_name('+'.join(m['name'] for m in chain))}" if chain else "") + f"__{_digest(material)}")
         if group_id not in groups:
             groups[group_id] = TrainingGroup(group_id, craft_id, victim, poison, cell.seed, [],
-                                             defense if transforms else None)
+                                             defense if chain else None, chain)
         groups[group_id].cells.append((cell.cell_id, defense))
     return RunPlan(resolved, cells, list(crafts.values()), list(groups.values()))
 
@@ -159,7 +165,8 @@ def craft_for_plan(craft: CraftJob, *, catalog, data, cache_dir: Path | None, de
     """The artifact of one craft job (from the cache, or crafted now)."""
     from poisonbench.crafting import obtain_poison
 
-    poison = Component(craft.poison["name"], dict(craft.poison["params"]), dict(craft.poison["params"]))
+    poison = Component(craft.poison["name"], dict(craft.poison["params"]), dict(craft.poison["params"]),
+                       fraction=craft.poison.get("fraction"))
     return obtain_poison(catalog=catalog, poison=poison, data=data, seed=craft.seed, cache_dir=cache_dir,
                          device=device, progress=progress, data_dir=data_dir)
 
@@ -182,15 +189,18 @@ def run_training_group(*, suite_resolved: dict[str, Any], group: TrainingGroup |
                        run_dir: Path, device: str, catalog=None, data=None, artifact=None,
                        artifact_path: str | Path | None = None, data_dir: Path | None = None,
                        skip: set[str] | frozenset[str] = frozenset(), progress=None,
-                       should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+                       should_stop: Callable[[], bool] | None = None,
+                       cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Train the group's victim once on its poison (resuming a checkpoint) and return cell records.
 
     ``data``/``artifact`` may be passed in-process; otherwise they are loaded from ``data_dir`` and
-    ``artifact_path``. Cells listed in ``skip`` (already recorded) get no record.
+    ``artifact_path``. Cells listed in ``skip`` (already recorded) get no record. The group's
+    defense chain runs here: preprocess defenses on the artifact (cached under ``cache_dir``,
+    computed in memory without one), batch/training defenses inside ``train_victim``.
     """
     import torch
 
-    from poisonbench.api import Split
+    from poisonbench.api import DefenseContext, Split
     from poisonbench.catalog import default_catalog
     from poisonbench.training.trainer import train_victim
 
@@ -207,31 +217,56 @@ def run_training_group(*, suite_resolved: dict[str, Any], group: TrainingGroup |
     config = train_from_resolved(suite_resolved)
     seed = cell_seed_for(group.seed)
     train = Split(artifact.images, artifact.labels)
-    if group.transform_defense is not None:
-        defense = catalog.defenses.create(group.transform_defense["name"], group.transform_defense["params"])
-        train = defense.transform_train(train, seed=seed)
+    members = group.chain or (training_chain(group.transform_defense, catalog) if group.transform_defense else [])
+    chain = defended_chain(catalog, members, data=data)
+    ctx = DefenseContext(seed=seed, num_classes=data.num_classes, image_shape=data.train.image_shape,
+                         device=device, mean=tuple(data.mean), std=tuple(data.std), progress=progress)
+    train = chain.preprocess(train, ctx=ctx, source_sha256=artifact.sha256, fingerprint=data.fingerprint,
+                             cache_dir=cache_dir, dataset_name=data.name)
+    test, val = chain.eval_split(data.test, ctx=ctx), chain.eval_split(data.val, ctx=ctx)
     victim = catalog.victims.create(group.victim["name"], group.victim["params"])
     height, _, channels = data.train.image_shape
     torch.manual_seed(seed)  # model initialisation
     model = victim.build(num_classes=data.num_classes, in_channels=channels, image_size=height)
-    history = train_victim(model=model, train=train, test=data.test, val=data.val, config=config,
+    history = train_victim(model=model, train=train, test=test, val=val, config=config,
                            mean=data.mean, std=data.std, seed=seed, device=device,
                            checkpoint_path=checkpoint_dir(run_dir, group.group_id) / CHECKPOINT_NAME,
-                           progress=progress, should_stop=should_stop)
-    threshold = metrics_from_resolved(suite_resolved).loss_threshold
+                           progress=progress, should_stop=should_stop, chain=chain)
+    metrics_config = metrics_from_resolved(suite_resolved)
     return [make_record(suite_resolved=suite_resolved, group=group, cell_id=cell_id, defense=defense_json,
                         history=history, artifact=artifact, catalog=catalog, data=data, device=device,
-                        cell_seed=seed, loss_threshold=threshold)
+                        cell_seed=seed, loss_threshold=metrics_config.loss_threshold,
+                        speed_epochs=metrics_config.speed_epochs)
             for cell_id, defense_json in group.cells if cell_id not in skip]
+
+
+def defended_chain(catalog, members: list[dict[str, Any]], *, data):
+    """The runtime ``Chain`` of ``members``; ``BadInput`` when a defense's params cannot apply to the data.
+
+    ``validate`` already refuses such params for datasets that declare their image shape; this is
+    the same check for the others (image folders), made before training starts.
+    """
+    from poisonbench.training.defended import Chain
+
+    chain = Chain.build(catalog, members, num_classes=data.num_classes)
+    shape = tuple(data.train.image_shape)
+    for defense in chain.defenses:
+        for _, message in defense.check_data(image_shape=shape):
+            raise BadInput(f"defense '{getattr(defense, 'registry_name', defense.name)}': {message}")
+    return chain
 
 
 def make_record(*, suite_resolved, group: TrainingGroup, cell_id: str, defense: dict[str, Any],
                 history: dict[str, Any], artifact, catalog, data, device: str, cell_seed: int,
-                loss_threshold: float) -> dict[str, Any]:
-    """One ``cells.jsonl`` record: DESIGN.md's fields first, then extras."""
+                loss_threshold: float, speed_epochs: int = 5) -> dict[str, Any]:
+    """One ``cells.jsonl`` record: the documented fields first (docs/formats.md), then extras."""
     curves = {k: v for k, v in history.items() if isinstance(v, list)}
-    selector = catalog.defenses.create(defense["name"], defense["params"])
-    selected = selector.select_epoch(curves) if curves["test_acc"] else 0
+    if defense.get("chain"):  # a stacked chain selects nothing: its legacy selected = final
+        selected = len(curves["test_acc"])
+    else:
+        selector = catalog.defenses.create(defense["name"], defense["params"])
+        selected = selector.select_epoch(curves) if curves["test_acc"] else 0
+    identity = identity_notes(training_chain(defense, catalog), catalog, tuple(data.train.image_shape))
     manifest = artifact.manifest or {}
     entry, _ = catalog.poisons.lookup(group.poison["name"])
     poison = {**group.poison}
@@ -240,11 +275,13 @@ def make_record(*, suite_resolved, group: TrainingGroup, cell_id: str, defense: 
     return {
         "cell_id": cell_id, "dataset": suite_resolved["dataset"]["name"], "victim": dict(group.victim),
         "poison": poison, "defense": dict(defense), "seed": group.seed, "poison_sha256": artifact.sha256,
-        "metrics": cell_metrics(curves, selected_epoch=selected, loss_threshold=loss_threshold),
+        "metrics": cell_metrics(curves, selected_epoch=selected, loss_threshold=loss_threshold,
+                                speed_epochs=speed_epochs),
         "history": curves, "wall_s": round(float(history.get("wall_s", 0.0)), 3),
         "linf": manifest.get("linf"), "diverged": bool(history.get("diverged", False)),
         "device": device, "cell_seed": cell_seed, "train_group": group.group_id,
         "shared_by": len(group.cells), "epochs": len(curves["test_acc"]),
+        "training_chain": [member["name"] for member in group.chain], "defense_identity": identity or None,
         "dataset_fingerprint": data.fingerprint, "finished": now_iso(),
     }
 

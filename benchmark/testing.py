@@ -13,9 +13,10 @@ Use in a plugin's own tests::
 
 What is checked, on tiny data of both a CIFAR-like (32×32×3) and a Fashion-MNIST-like (28×28×1)
 shape: the result is a uint8 tensor of the input's shape; the input is not modified; the same seed
-gives the same bytes; an additive (linf) poison stays within its declared budget (plus half a grey
-level for the round-half-up export); a class-wise poison gives one perturbation per class wherever
-no pixel was clamped. The poison's ``contract_params`` (cheapest settings that still run the
+gives the same bytes; a poison stays within its declared budget for the shape (``budget_for``):
+L∞ plus half a grey level for the round-half-up export, L2 and L0 by the artifact check's rules;
+an additive (linf, l2) class-wise poison gives one perturbation per class wherever no pixel was
+clamped. The poison's ``contract_params`` (cheapest settings that still run the
 algorithm, e.g. ``{"steps": 2}``) are applied; a poison whose ``contract_params`` is None needs
 external input (a file) and is skipped.
 """
@@ -31,7 +32,7 @@ NUM_CLASSES = 4
 
 
 class ContractViolation(AssertionError):
-    """A poison broke the contract; the message names the poison and the rule."""
+    """A poison or defense broke the contract; the message names the plugin and the rule."""
 
 
 def tiny_split(shape: tuple[int, int, int], *, n: int = N_IMAGES, num_classes: int = NUM_CLASSES, seed: int = 0):
@@ -74,7 +75,9 @@ def _context(catalog, *, seed: int, in_channels: int):
     return CraftContext(num_classes=NUM_CLASSES, seed=seed, device="cpu", dataset_name="contract",
                         dataset_fingerprint="contract", mean=(0.5,) * in_channels, std=(0.25,) * in_channels,
                         catalog=catalog,
-                        surrogate=lambda name, recipe=None: tiny_surrogate(NUM_CLASSES, in_channels))
+                        surrogate=lambda name, recipe=None, checkpoints=None: (
+                            tiny_surrogate(NUM_CLASSES, in_channels) if checkpoints is None  # ensembles (SEP):
+                            else [tiny_surrogate(NUM_CLASSES, in_channels) for _ in checkpoints]))  # one per epoch
 
 
 def check_poison(name: str, *, catalog=None, params: Mapping[str, Any] | None = None) -> None:
@@ -105,12 +108,26 @@ def check_poison(name: str, *, catalog=None, params: Mapping[str, Any] | None = 
         if not torch.equal(first, again):
             raise ContractViolation(f"{where}: the same seed gave different bytes")
         _check_budget(poison, clean.images, first, where)
-        if poison.applied == "class":
+        if poison.applied == "class" and poison.threat_model in ("linf", "l2"):  # additive ones
             _check_class_wise(clean, first, where)
 
 
 def _check_budget(poison, clean, poisoned, where: str) -> None:
-    budget = poison.budget()
+    budget = poison.budget_for(tuple(clean.shape[1:]))
+    if poison.threat_model in ("l2", "l0") and budget is not None:  # the artifact check's own rule
+        import torch
+
+        from poisonbench.api import Split
+        from poisonbench.crafting.artifacts import Artifact, check_artifact
+        from poisonbench.errors import ArtifactError
+
+        labels = torch.zeros(len(clean), dtype=torch.int64)
+        try:
+            check_artifact(Artifact(poisoned, labels, {}, ""), Split(clean, labels), budget=budget,
+                           threat_model=poison.threat_model, source=where)
+        except ArtifactError as err:
+            raise ContractViolation(f"{err} (exceeds the declared budget)") from None
+        return
     if poison.threat_model != "linf" or budget is None:
         return
     diff = (poisoned.int() - clean.int()).abs().amax().item()
@@ -130,3 +147,71 @@ def _check_class_wise(clean, poisoned, where: str) -> None:
             if ((delta[index] - ref).abs()[both] > 1).any():
                 raise ContractViolation(f"{where}: class {int(label)} images {int(members[0])} and "
                                         f"{int(index)} carry different perturbations")
+
+
+# -- defenses ---------------------------------------------------------------------------------
+# check_defense(name): on both shapes, with the defense's ``contract_params`` (cheapest settings,
+# e.g. {"steps": 1}) over its defaults. preprocess: uint8 of the input's shape, input untouched,
+# same seed → same bytes. batch: shape kept, finite, in [0, 1], input untouched, labels or a
+# MixedTarget with λ in [0, 1], same batch seed → same output. loss (defines_loss): a finite scalar
+# with a gradient, logits (B, classes), the model left in train mode with trainable parameters.
+# Params that ``check_data`` rejects for a shape skip that shape.
+
+def defense_contract_cases(catalog=None) -> list[str]:
+    """Names of every registered defense that acts on data or training (selection aliases left out)."""
+    from poisonbench.catalog import default_catalog
+
+    catalog = catalog or default_catalog()
+    return [n for n in catalog.defenses.names() if catalog.defenses.lookup(n)[0].cls.stage != "selection"]
+
+
+def check_defense(name: str, *, catalog=None, params: Mapping[str, Any] | None = None) -> None:
+    """Run the defense contract on tiny data; raise ``ContractViolation`` naming the rule broken."""
+    import torch
+
+    from poisonbench.api import BatchContext, DefenseContext, MixedTarget
+    from poisonbench.catalog import default_catalog
+
+    catalog = catalog or default_catalog()
+    cls = catalog.defenses.lookup(name)[0].cls
+    defense = catalog.defenses.create(name, {**getattr(cls, "contract_params", {}), **dict(params or {})})
+    for shape in SHAPES:
+        if defense.check_data(image_shape=shape):
+            continue
+        where = f"defense '{name}' on {shape[0]}×{shape[1]}×{shape[2]}"
+        split = tiny_split(shape)
+        ctx = DefenseContext(seed=3, num_classes=NUM_CLASSES, image_shape=shape, mean=(0.5,) * shape[2],
+                             std=(0.25,) * shape[2])
+        if defense.stage == "preprocess":
+            before = split.images.clone()
+            out = defense.preprocess(split, ctx=ctx)
+            if not isinstance(out, torch.Tensor) or out.dtype != torch.uint8 or out.shape != before.shape:
+                raise ContractViolation(f"{where}: preprocess must return uint8 {tuple(before.shape)}")
+            if not torch.equal(split.images, before):
+                raise ContractViolation(f"{where}: preprocess modified its input")
+            if not torch.equal(defense.preprocess(split, ctx=ctx), out):
+                raise ContractViolation(f"{where}: preprocess is not deterministic given the seed")
+            continue
+        model = tiny_surrogate(NUM_CLASSES, shape[2]).train().requires_grad_(True)
+        x = split.images.permute(0, 3, 1, 2).float() / 255
+        batch_ctx = lambda m=model: BatchContext(seed=5, epoch=0, step=0, epochs=2,  # noqa: E731
+                                                 num_classes=NUM_CLASSES, model=m)
+        x_in = x.clone()
+        out, target = defense.batch(x_in, split.labels, ctx=batch_ctx())
+        again, _ = defense.batch(x.clone(), split.labels, ctx=batch_ctx())
+        if not torch.equal(x_in, x):
+            raise ContractViolation(f"{where}: batch modified its input")
+        if out.shape != x.shape or not bool(torch.isfinite(out).all()) or float(out.min()) < 0 or float(out.max()) > 1:
+            raise ContractViolation(f"{where}: batch must keep the shape and stay finite in [0, 1]")
+        if not torch.equal(out, again):
+            raise ContractViolation(f"{where}: batch is not a function of the batch seed")
+        if isinstance(target, MixedTarget) and not bool(((target.lam >= 0) & (target.lam <= 1)).all()):
+            raise ContractViolation(f"{where}: MixedTarget.lam outside [0, 1]")
+        if defense.defines_loss:
+            loss, logits = defense.loss(model, out, target, ctx=batch_ctx())
+            if loss.dim() != 0 or not bool(torch.isfinite(loss)) or not loss.requires_grad:
+                raise ContractViolation(f"{where}: loss must be a finite scalar with a gradient")
+            if tuple(logits.shape) != (len(x), NUM_CLASSES):
+                raise ContractViolation(f"{where}: loss must return logits (B, classes)")
+            if not model.training or not all(p.requires_grad for p in model.parameters()):
+                raise ContractViolation(f"{where}: loss must leave the model in train mode, parameters trainable")

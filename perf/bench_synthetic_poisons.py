@@ -1,6 +1,6 @@
 """Crafting speed of the synthetic poisons (R*, LF*, random noise): 20,000 CIFAR-sized images, CPU.
 
-Target (issue 4): under 2 s per poison for 20,000 images of 32×32×3. Prints the best of --repeat
+Target: under 2 s per poison for 20,000 images of 32×32×3. Prints the best of --repeat
 runs per poison, wall-clock and CPU (process) seconds, with the torch version and thread count. On a
 shared, loaded machine the CPU seconds with --threads 1 are the steadier number.
 

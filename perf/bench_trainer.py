@@ -12,7 +12,7 @@ Three ways to train the same victim (same init, same SGD settings) on the same u
                the model's own cost, a floor for any pipeline (same precision/layout as ours).
 
 Each pipeline runs two epochs; the second epoch is timed (the first warms up kernels and caches).
-Targets (issue 3): CPU -- ours no slower than reference and within 1.15× of bare;
+Targets: CPU -- ours no slower than reference and within 1.15× of bare;
 GPU -- ours ≥ 3× faster than reference for resnet18 at batch 128.
 
     python perf/bench_trainer.py --preset cpu          # small_cnn on 10k 28×28×1 + resnet18, a few batches

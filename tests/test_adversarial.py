@@ -1,4 +1,4 @@
-"""Targeted PGD / MI-FGSM poisons (plugins/adversarial.py) on tiny data with a fixed tiny surrogate."""
+"""Targeted PGD / MI-FGSM poisons (plugins/adversarial/) on tiny data with a fixed tiny surrogate."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poisonbench.api import CraftContext, Split
-from poisonbench.crafting.surrogate import (
+from poisonbench.api import (
+    CraftContext,
+    Split,
     SurrogateRecipe,
     recipe_from_params,
     sample_shift_flip,
     shift_flip,
+    to_float,
 )
 from poisonbench.plugins.adversarial import MifgsmParams, PgdParams, ops
 from poisonbench.testing import check_poison
@@ -60,7 +62,7 @@ def craft(catalog, name: str, params: dict, data: Split, model: nn.Module, seed:
 
 
 def target_loss(model, images: torch.Tensor, labels: torch.Tensor) -> float:
-    x = ops.to_float_nchw(images, "cpu")
+    x = to_float(images, "cpu")
     return float(F.cross_entropy(model(x), ops.next_class_targets(labels, K)))
 
 
@@ -102,7 +104,7 @@ def test_budget_after_export_and_loss_decreases(catalog, model, name, params):
 
 def test_targeted_loss_decreases_over_steps(model):
     data = tiny_data()
-    x = ops.to_float_nchw(data.images, "cpu")
+    x = to_float(data.images, "cpu")
     targets = ops.next_class_targets(data.labels, K)
     cfg = ops.AttackConfig(eps=EPS, steps=12, step_size=1 / 255, init="zero")
     seen = []
@@ -118,7 +120,7 @@ def test_one_pgd_step_is_a_hand_computed_signed_gradient_step(catalog, model):
     alpha = 2 / 255
     out = craft(catalog, "pgd", {"steps": 1, "restarts": 3, "init": "zero", "augment": False,
                                  "step_size": alpha, "batch_size": 64}, data, model)
-    x = ops.to_float_nchw(data.images, "cpu").requires_grad_(True)
+    x = to_float(data.images, "cpu").requires_grad_(True)
     loss = F.cross_entropy(model(x), (data.labels + 1) % K)
     (grad,) = torch.autograd.grad(loss, x)
     delta = (-alpha * grad.sign()).clamp(-EPS, EPS)
@@ -176,7 +178,7 @@ def test_untargeted_raises_true_label_loss(catalog, model):
     data = tiny_data()
     out = craft(catalog, "pgd", {"steps": 4, "restarts": 1, "step_size": 2 / 255, "target": "untargeted"},
                 data, model)
-    ce = lambda imgs: float(F.cross_entropy(model(ops.to_float_nchw(imgs, "cpu")), data.labels))  # noqa: E731
+    ce = lambda imgs: float(F.cross_entropy(model(to_float(imgs, "cpu")), data.labels))  # noqa: E731
     assert ce(out) > ce(data.images) + 0.05
 
 
@@ -201,7 +203,7 @@ def test_shift_flip_conventions():
 
 def test_augmented_attack_gradients_flow(model):
     data = tiny_data(n=16)
-    x = ops.to_float_nchw(data.images, "cpu")
+    x = to_float(data.images, "cpu")
     cfg = ops.AttackConfig(eps=EPS, steps=1, step_size=1 / 255, init="zero", augment=True)
     thetas = sample_shift_flip(1, 16, height=8, width=8, gen=torch.Generator().manual_seed(0))
     delta, _ = ops.attack_batch(model, x, data.labels, cfg=cfg, delta=torch.zeros_like(x), thetas=thetas)

@@ -130,7 +130,7 @@ def test_disk_full_during_write_leaves_nothing(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal
         from pathlib import Path
-        from poisonbench.crafting.artifacts import atomic_write_bytes
+        from poisonbench.util.files import atomic_write_bytes
         from poisonbench.crafting.cache import ArtifactCache
         from poisonbench.errors import PoisonbenchError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

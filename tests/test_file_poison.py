@@ -17,9 +17,10 @@ import torch
 from poisonbench.crafting import obtain_poison
 from poisonbench.data import prepare_data
 from poisonbench.errors import ArtifactError, BadInput
-from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths, apply_perturbation
+from poisonbench.plugins.file_poison.formats import apply_perturbation
 from poisonbench.suite import Component
 from poisonbench.suite.config import DatasetConfig
+from poisonbench.util.paths import UserPaths, allowed_paths
 
 from .helpers_byo import TINY_TRAIN, run_main, save_image
 
@@ -239,3 +240,26 @@ def test_plain_tensors_only(catalog, sources):
 def test_missing_path_is_one_line_bad_input(catalog, sources):
     with pytest.raises(BadInput, match="not found"):
         import_file(catalog, sources["data"], sources["folder"] / "nope.pt")
+
+
+def test_a_full_set_file_in_a_suite_is_aligned_through_ctx_full_train(catalog, sources):
+    """The dataset plugin's params reach the poison through ``CraftContext.full_train``: a suite
+    with a train_subset aligns a full-set file just as ``poisonbench import --subset`` does."""
+    subset = prepared(catalog, train_subset=20)
+    artifact = import_file(catalog, subset, sources["folder"] / "ref.npz")
+    full = sources["data"].train
+    rows = [next(i for i in range(len(full)) if torch.equal(full.images[i], x)) for x in subset.train.images]
+    assert torch.equal(artifact.images, sources["ref"].images[rows])
+    assert artifact.manifest["source"]["count"] == len(full)
+
+
+def test_import_goes_through_the_registry(sources, tmp_path, capsys):
+    src, out = sources["folder"] / "ref.npz", tmp_path / "x.safetensors"
+    base = ["import", str(src), "--dataset", "synthetic", *DATASET_ARGS, "--out", str(out)]
+    code, _, err = run_main([*base, "--poison", "R4"], capsys)  # a poison that reads no file
+    assert code == 2 and "poison 'R4': unknown param 'path'" in err
+    code, _, err = run_main([*base, "--format", "pngg"], capsys)  # the file poison's own params check
+    assert code == 2 and "param 'format': expected one of" in err
+    code, _, err = run_main([*base, "--poison", "fil"], capsys)
+    assert code == 2 and "Did you mean: file" in err
+    assert not out.exists()

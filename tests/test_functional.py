@@ -1,4 +1,4 @@
-"""Functional poisons FC/FCS/FCSD (plugins/functional.py, plugins/_functional_ops.py) on tiny data."""
+"""Functional poisons FC/FCS/FCSD (plugins/functional/) on tiny data."""
 
 from __future__ import annotations
 

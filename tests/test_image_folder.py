@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from poisonbench.errors import BadInput
-from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths
+from poisonbench.util.paths import UserPaths, allowed_paths
 
 from .helpers_byo import TINY_TRAIN, make_tree, run_main, save_image
 

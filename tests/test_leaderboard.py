@@ -76,7 +76,7 @@ def test_add_only_named_poisons_and_refuses_to_overwrite(tmp_path, board, capsys
 def _nan(records):
     records[1]["history"]["test_acc"][3] = float("nan")
     records[1]["metrics"]["peak_test_acc"] = float("nan")
-    return records, "$.per_seed[1].metrics.peak_test_acc: must be finite"
+    return records, "$.per_seed[1].history.test_acc[3]: must be finite"
 
 
 def _out_of_range(records):
@@ -186,6 +186,9 @@ def test_names_with_markup_pipes_and_newlines_render_as_text(added, board, capsy
         entry = copy.deepcopy(template)
         entry["poison"]["name"] = name
         entry["victim"]["name"] = f"victim {name}"
+        for part in ("poison", "victim"):  # no stored short label: the board falls back to the name
+            entry[part].pop("label", None)
+            entry[part].pop("detail", None)
         write_entry(board / "entries" / "fake" / f"nasty{i}.json", entry)
     assert run_cli(capsys, "leaderboard", "render", "--dir", board)[0] == 0
     readme = (board / "README.md").read_text()
@@ -237,7 +240,7 @@ def test_reported_entries_are_listed_apart(added, board, capsys):
     assert run_cli(capsys, "leaderboard", "render", "--dir", board)[0] == 0
     readme = (board / "README.md").read_text()
     measured, reported = readme.split("## Reported")
-    assert "| R4 | random" in measured.replace("\\_", "_") and "tiny" in measured
+    assert "| R4 | tiny_cnn | none |" in measured.replace("\\_", "_")
     assert "24.51" in reported and "24.51" not in measured
     page = (board / "index.html").read_text()
     assert page.index('id="measured"') < page.index('id="reported"')
@@ -313,8 +316,7 @@ def test_verify_catches_curves_and_metrics_edited_together(tiny, capsys):
     entry = read_entry(entry_path)
     item = entry["per_seed"][0]
     item["history"]["test_acc"] = [max(0.0, a - 0.2) for a in item["history"]["test_acc"]]
-    item["metrics"] = derive_metrics(item["history"], loss_threshold=entry["loss_threshold"],
-                                     selected_epoch=item["metrics"]["selected_epoch"])
+    item["metrics"] = derive_metrics(item["history"], loss_threshold=entry["loss_threshold"])
     entry["summary"] = {m: Stat.of([item["metrics"][m]]).to_json() for m in METRICS}
     assert consistency_problems(entry) == []
     write_entry(entry_path, entry)

@@ -118,14 +118,53 @@ def test_object_store_mode_resumes_a_partial_run(ray_instance, local_run, tmp_pa
 @pytest.mark.ray
 def test_worker_killed_mid_cell_is_retried_from_its_checkpoint(ray_instance, local_run, tmp_path,
                                                                capsys, monkeypatch):
-    # test hook: the first training task to finish epoch 1 os._exit()s right after its checkpoint
-    monkeypatch.setenv("POISONBENCH_TEST_RAY_CRASH_EPOCH", "1")
-    local_records, local_cache = local_run
+    """The first training task to report epoch 1 (reported right after its checkpoint) has its
+    worker process SIGKILLed, once per run directory; Ray retries the task and it resumes."""
+    from poisonbench.executors import ray_worker
+
     out = tmp_path / "ray"
+    marker = out / ".worker-killed"
+
+    def killed_after_epoch_1(**kwargs):
+        import os
+        import signal
+
+        from poisonbench.executors import ray_worker as worker
+
+        real = worker._progress
+
+        def progress(relay, key, prefix):
+            factory = real(relay, key, prefix)
+
+            def bar(description, total):
+                advance = factory(description, total)
+
+                def step(n=1, **fields):
+                    advance(n, **fields)
+                    if str(fields.get("epoch", "")).split("/")[0] == "1":
+                        try:
+                            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                        except FileExistsError:
+                            return
+                        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-training
+
+                return step
+
+            bar.flush = factory.flush
+            return bar
+
+        worker._progress = progress
+        try:
+            return worker.train_on_worker(**kwargs)
+        finally:
+            worker._progress = real
+
+    monkeypatch.setattr(ray_worker, "train_task", ray_instance.remote(killed_after_epoch_1))
+    local_records, local_cache = local_run
     code, _, err = run_cli(capsys, "--cache-dir", local_cache, "run", SMOKE, "--out", out,
                            "--executor", "ray")
     assert code == 0, err
-    assert (out / ".ray-test-crashed").exists()  # the worker really died once
+    assert marker.exists()  # the worker really died once
     assert "resumed from its epoch-1 checkpoint" in err
     assert "epoch 2/2" in err  # per-training progress relayed from the workers
     records = read_records(out)

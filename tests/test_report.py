@@ -49,7 +49,8 @@ def test_every_metric_has_mean_std_n_over_seeds(run_dir):
     assert row["metrics"]["peak_test_acc"]["std"] == pytest.approx(statistics.stdev(peaks))
     assert row["metrics"]["peak_test_acc"]["n"] == 3
     assert set(row["metrics"]) == {"peak_test_acc", "peak_epoch", "final_test_acc", "selected_test_acc",
-                                   "selected_epoch", "epochs_to_loss_threshold"}
+                                   "selected_epoch", "epochs_to_loss_threshold", "early_loss",
+                                   "epochs_to_clean_level", "peak_minus_final", "val_selected_minus_final"}
 
 
 def test_single_seed_has_null_std(tmp_path):
@@ -139,8 +140,9 @@ def test_report_json_and_figure_files(run_dir, capsys):
     assert {"spearman_r", "spearman_p", "pearson_r", "pearson_p", "n"} <= set(data["correlation"])
     assert [r["poison"] for r in data["ranking"]] == EXPECTED_ORDER
     names = sorted(p.rsplit("/", 1)[1] for p in data["figures"])
-    assert names == sorted(f"{stem}.{ext}" for stem in ("fig1_speed_vs_peak", "fig2_final_vs_peak",
-                                                       "fig5_curves") for ext in ("png", "svg"))
+    assert names == sorted(f"{stem}.{ext}" for stem in ("fig1_speed_vs_peak", "fig1_early_loss_vs_peak",
+                                                       "fig2_final_vs_peak", "fig5_curves")
+                           for ext in ("png", "svg"))
     figures = run_dir / "figures"
     for stem in ("fig1_speed_vs_peak", "fig2_final_vs_peak", "fig5_curves"):
         png = (figures / f"{stem}.png").read_bytes()

@@ -2,8 +2,9 @@
 
 Children are forked from this (already warm) process so that killing and restarting costs
 milliseconds; the last resume runs in a fresh interpreter so that nothing in-process is relied on.
-The variant that skips restoring the RNG state (``POISONBENCH_TEST_SKIP_RNG_RESTORE=1``) must
-break the equality, which proves the check can fail (the model uses dropout).
+The variant whose resumed child skips restoring the RNG state (``torch.set_rng_state`` made a
+no-op in that child alone) must break the equality, which proves the check can fail (the model
+uses dropout).
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 8
 
 
-def child_main(checkpoint: str, out_dir: str, stream) -> None:
-    """Train the tiny dropout net; report 'epoch N' after each checkpoint; save weights + history."""
+def child_main(checkpoint: str, out_dir: str, stream, *, restore_rng: bool = True) -> None:
+    """Train the tiny dropout net; report 'epoch N' after each checkpoint; save weights + history.
+
+    ``restore_rng=False`` makes ``torch.set_rng_state`` a no-op in this (forked, throw-away) process,
+    so a resumed training continues from whatever RNG state the process has.
+    """
     from poisonbench.training.trainer import train_victim
     from tests.helpers_training import MEAN, STD, tiny_config, tiny_model, tiny_splits
 
     torch.set_num_threads(1)
+    if not restore_rng:
+        torch.set_rng_state = lambda state: None
     train, test, val = tiny_splits(n_train=256, n_test=64)
 
     def progress(description, total):
@@ -61,7 +68,7 @@ def _warm_up() -> None:
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
-def _fork(checkpoint: Path, out_dir: Path) -> tuple[int, object]:
+def _fork(checkpoint: Path, out_dir: Path, *, restore_rng: bool = True) -> tuple[int, object]:
     _warm_up()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -70,7 +77,7 @@ def _fork(checkpoint: Path, out_dir: Path) -> tuple[int, object]:
         code = 0
         try:
             with os.fdopen(write_fd, "w") as stream:
-                child_main(str(checkpoint), str(out_dir), stream)
+                child_main(str(checkpoint), str(out_dir), stream, restore_rng=restore_rng)
         except BaseException:
             code = 1
         os._exit(code)
@@ -78,18 +85,18 @@ def _fork(checkpoint: Path, out_dir: Path) -> tuple[int, object]:
     return pid, os.fdopen(read_fd)
 
 
-def _fresh_process(checkpoint: Path, out_dir: Path, env_extra: dict[str, str]) -> None:
+def _fresh_process(checkpoint: Path, out_dir: Path) -> None:
     code = ("import sys; from tests.test_resume import child_main; "
             f"child_main({str(checkpoint)!r}, {str(out_dir)!r}, sys.stdout)")
-    env = {**os.environ, **env_extra}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def _run_with_kills(tmp: Path, kill_points: list[tuple[int, float]], env_extra: dict[str, str],
-                    *, fresh: bool) -> int:
-    """Kill a child after it reports epoch k, plus a delay; resume; finish (in a fresh process)."""
+def _run_with_kills(tmp: Path, kill_points: list[tuple[int, float]], *, fresh: bool,
+                    restore_rng: bool = True) -> int:
+    """Kill a child after it reports epoch k, plus a delay; resume; finish (in a fresh process,
+    or in a forked child that restores the RNG state only with ``restore_rng``)."""
     checkpoint = tmp / "ck.safetensors"
     kills = 0
     for after_epoch, delay in kill_points:
@@ -106,16 +113,11 @@ def _run_with_kills(tmp: Path, kill_points: list[tuple[int, float]], env_extra: 
         stream.close()
         kills += os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     if fresh:
-        _fresh_process(checkpoint, tmp / "final", env_extra)
+        _fresh_process(checkpoint, tmp / "final")
     else:
-        os.environ.update(env_extra)
-        try:
-            pid, stream = _fork(checkpoint, tmp / "final")
-            stream.read()
-            _wait(pid)
-        finally:
-            for key in env_extra:
-                os.environ.pop(key, None)
+        pid, stream = _fork(checkpoint, tmp / "final", restore_rng=restore_rng)
+        stream.read()
+        _wait(pid)
     return kills
 
 
@@ -143,7 +145,7 @@ def test_sigkill_at_random_points_resumes_bit_identically(tmp_path):
     ref_pid, ref_stream = _reference(tmp_path)
     points = [(0, rng.uniform(0.0, 0.03))]  # possibly before the first checkpoint
     points += [(k, rng.uniform(0.0, 0.05)) for k in sorted(rng.sample(range(1, EPOCHS - 1), 3))]
-    kills = _run_with_kills(tmp_path / "killed", points, {}, fresh=True)
+    kills = _run_with_kills(tmp_path / "killed", points, fresh=True)
     ref_stream.read()
     _wait(ref_pid)
     reference, resumed = _load(tmp_path / "reference"), _load(tmp_path / "killed" / "final")
@@ -155,8 +157,7 @@ def test_sigkill_at_random_points_resumes_bit_identically(tmp_path):
 
 def test_resume_without_rng_restore_is_detected(tmp_path):
     ref_pid, ref_stream = _reference(tmp_path)
-    kills = _run_with_kills(tmp_path / "killed", [(2, 0.0)],
-                            {"POISONBENCH_TEST_SKIP_RNG_RESTORE": "1"}, fresh=False)
+    kills = _run_with_kills(tmp_path / "killed", [(2, 0.0)], fresh=False, restore_rng=False)
     ref_stream.read()
     _wait(ref_pid)
     assert kills == 1

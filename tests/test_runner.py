@@ -26,7 +26,8 @@ from poisonbench.suite import load_suite
 CONTRACT_KEYS = {"cell_id", "dataset", "victim", "poison", "defense", "seed", "poison_sha256",
                  "metrics", "history", "wall_s"}
 METRIC_KEYS = {"peak_test_acc", "peak_epoch", "final_test_acc", "selected_test_acc", "selected_epoch",
-               "epochs_to_loss_threshold"}
+               "epochs_to_loss_threshold", "val_selected_test_acc", "val_selected_epoch",
+               "early_loss", "early_loss_epochs"}  # every training: peak, val-selected, final; learning speed
 
 
 def write_suite(tmp_path, *, poisons=("clean", "R4"), victim="{name: small_cnn, params: {width: 4}}",
@@ -258,8 +259,12 @@ def test_records_file_survives_torn_lines(tmp_path):
 def test_cell_metrics_follow_the_contract():
     history = {"train_loss": [2.0, 0.7, 0.4, 0.45], "test_acc": [0.2, 0.6, 0.6, 0.5]}
     metrics = cell_metrics(history, selected_epoch=4, loss_threshold=0.5)
-    assert metrics == {"peak_test_acc": 0.6, "peak_epoch": 2, "final_test_acc": 0.5,
-                       "selected_test_acc": 0.5, "selected_epoch": 4, "epochs_to_loss_threshold": 3}
+    contract = {"peak_test_acc": 0.6, "peak_epoch": 2, "final_test_acc": 0.5, "selected_test_acc": 0.5,
+                "selected_epoch": 4, "epochs_to_loss_threshold": 3, "val_selected_test_acc": None,
+                "val_selected_epoch": None}
+    assert {k: metrics[k] for k in contract} == contract
+    with_val = cell_metrics({**history, "val_acc": [0.1, 0.3, 0.9, 0.9]}, selected_epoch=4, loss_threshold=0.5)
+    assert (with_val["val_selected_epoch"], with_val["val_selected_test_acc"]) == (3, 0.6)  # earliest best val
     assert cell_metrics(history, selected_epoch=1, loss_threshold=0.1)["epochs_to_loss_threshold"] is None
 
 

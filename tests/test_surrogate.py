@@ -1,4 +1,4 @@
-"""Surrogate training and caching (benchmark/surrogate.py) with a tiny registered victim."""
+"""Surrogate training and caching (benchmark/crafting/surrogate.py) with a tiny registered victim."""
 
 from __future__ import annotations
 
@@ -73,18 +73,94 @@ def test_recipe_resolution_and_errors():
 
 
 def test_normalization_choices():
+    own, crafting = ((0.1,) * 3, (0.2,) * 3), ((0.4,) * 3, (0.3,) * 3)
     auto = sur.SurrogateRecipe()
-    cifar = sur.normalization(auto, dataset_name="cifar10", mean=(0.49, 0.48, 0.45), std=(0.2, 0.2, 0.2), channels=3)
-    assert cifar == (sur.CIFAR_CRAFTING_MEAN, sur.CIFAR_CRAFTING_STD)
-    fmnist = sur.normalization(auto, dataset_name="fashion_mnist", mean=(0.286,), std=(0.353,), channels=1)
-    assert fmnist == ((0.286,), (0.353,))
-    forced = sur.SurrogateRecipe(normalize="dataset")
-    assert sur.normalization(forced, dataset_name="cifar10", mean=(0.1,) * 3, std=(0.2,) * 3, channels=3) == (
-        (0.1,) * 3, (0.2,) * 3)
-    assert sur.normalization(sur.SurrogateRecipe(normalize="none"), dataset_name="x", mean=(), std=(), channels=1) is None
-    with pytest.raises(BadInput):
-        sur.normalization(sur.SurrogateRecipe(normalize="cifar_crafting"), dataset_name="x", mean=(0.5,),
-                          std=(0.5,), channels=1)
+    assert sur.normalization(auto, own=own, crafting=crafting, channels=3) == crafting
+    assert sur.normalization(auto, own=own, crafting=None, channels=3) == own
+    forced = sur.SurrogateRecipe(stats="dataset")
+    assert sur.normalization(forced, own=own, crafting=crafting, channels=3) == own
+    off = sur.SurrogateRecipe(normalize=False)
+    assert sur.normalization(off, own=own, crafting=crafting, channels=3) is None
+    assert sur.normalization(auto, own=own, crafting=None, channels=1) is None  # no per-channel stats
+    with pytest.raises(BadInput, match="stats"):
+        sur.resolve_recipe({"stats": "cifar_crafting"})
+
+
+def test_recipe_is_the_victim_protocol_and_params_mirror_it():
+    from poisonbench.api import SurrogateParams
+    from poisonbench.suite.config import TrainConfig
+
+    assert isinstance(sur.SurrogateRecipe(), TrainConfig)  # one SGD recipe type, one training loop
+    mirrored = sur.resolve_recipe(sur.recipe_from_params(SurrogateParams()))
+    assert mirrored == sur.SurrogateRecipe()
+
+
+class _StatsDataset:
+    """A CIFAR-like dataset plugin whose statistics the surrogate must use (registered in-test)."""
+
+    @staticmethod
+    def make(name: str, mean, std, crafting=None):
+        from poisonbench.api import Dataset, DatasetSplits
+
+        class Stats(Dataset):
+            image_shape, num_classes = (8, 8, 3), 4
+
+            def load(self, *, data_dir=None, download=True):
+                train, test = tiny_split((8, 8, 3), n=64, seed=0), tiny_split((8, 8, 3), n=32, seed=1)
+                return DatasetSplits(train, test, 4, list("abcd"), self.mean, self.std)
+
+        Stats.name, Stats.mean, Stats.std = name, mean, std
+        if crafting is not None:
+            Stats.crafting_mean, Stats.crafting_std = crafting
+        return Stats
+
+    @staticmethod
+    def catalog(dataset_cls) -> Catalog:
+        """A fresh catalog with the tiny victim and ``dataset_cls`` registered."""
+
+        class Plugin:
+            @hookimpl
+            def poisonbench_register_victims(self, register):
+                register(TinyVictim)
+
+            @hookimpl
+            def poisonbench_register_datasets(self, register):
+                register(dataset_cls)
+
+        pm = new_manager()
+        pm.register(Plugin())
+        return Catalog.from_manager(pm)
+
+
+@pytest.mark.parametrize("name", ["cifar100", "my_cifar100"])
+def test_a_cifar100_like_datasets_own_statistics_reach_the_surrogate(name, tmp_path):
+    from poisonbench.data import prepare_data
+    from poisonbench.suite import Component
+    from poisonbench.suite.config import DatasetConfig
+
+    mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    catalog = _StatsDataset.catalog(_StatsDataset.make(name, mean, std))
+    data = prepare_data(catalog, DatasetConfig(name=name), Component(name, {}, {}), data_dir=None)
+    ctx = context(catalog, tmp_path)
+    material = sur.key_material(ctx, data, "tiny", sur.resolve_recipe(TINY))
+    assert material["normalization"] == {"mean": list(mean), "std": list(std)}
+    model = sur.make_provider(ctx, data)("tiny", {**TINY, "epochs": 1})
+    assert torch.allclose(model.mean.flatten(), torch.tensor(mean))
+    assert torch.allclose(model.std.flatten(), torch.tensor(std))
+
+
+def test_declared_crafting_statistics_win_under_auto(tmp_path):
+    crafting = ((0.4915, 0.4823, 0.4468), (0.2470, 0.2435, 0.2616))
+    cls = _StatsDataset.make("cifar10_like", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), crafting)
+    own, declared = sur.dataset_statistics(_StatsDataset.catalog(cls), prepared(name="cifar10_like"))
+    assert declared == crafting and own == ((0.5,) * 3, (0.25,) * 3)
+
+
+def test_builtin_cifar_statistics_are_declared_per_dataset():
+    from poisonbench.plugins.datasets import Cifar10, Cifar100
+
+    assert Cifar10.crafting_mean is not None and Cifar100.crafting_mean is None  # not inherited
+    assert Cifar100.mean != Cifar10.mean and (Cifar100.train_size, Cifar100.test_size) == (50_000, 10_000)
 
 
 def test_normalized_wrapper_feeds_standardised_images():
@@ -126,9 +202,11 @@ def test_provider_trains_caches_and_freezes(tiny_catalog, tmp_path):
 
 def test_training_is_deterministic_and_learns(tiny_catalog, tmp_path):
     data = prepared(shape=(8, 8, 1))
-    one = sur.make_provider(context(tiny_catalog, tmp_path / "a"), data)("tiny", TINY)
-    two = sur.make_provider(context(tiny_catalog, tmp_path / "b"), data)("tiny", TINY)
-    other = sur.make_provider(context(tiny_catalog, tmp_path / "c", seed=9), data)("tiny", TINY)
+    # zero-padded crops of 8×8 images blur the brightness cue: flip only, two more epochs
+    recipe = {**TINY, "augment": ["flip"], "epochs": 6, "milestones": [5]}
+    one = sur.make_provider(context(tiny_catalog, tmp_path / "a"), data)("tiny", recipe)
+    two = sur.make_provider(context(tiny_catalog, tmp_path / "b"), data)("tiny", recipe)
+    other = sur.make_provider(context(tiny_catalog, tmp_path / "c", seed=9), data)("tiny", recipe)
     for key, value in weights(one).items():
         assert torch.equal(value, two.state_dict()[key]), key
     assert not torch.equal(one.net[0].weight, other.net[0].weight)

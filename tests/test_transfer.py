@@ -1,4 +1,4 @@
-"""Attack transferability (benchmark/transfer.py) and the ``poisonbench transfer`` command."""
+"""Attack transferability (benchmark/results/transfer.py) and the ``poisonbench transfer`` command."""
 
 from __future__ import annotations
 

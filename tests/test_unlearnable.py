@@ -1,4 +1,4 @@
-"""Tests of the unlearnable-examples poisons SU and CU (plugins/unlearnable.py, _unlearnable_ops.py).
+"""Tests of the unlearnable-examples poisons SU and CU (plugins/unlearnable/).
 
 Tiny data (100 images of 8×8, 1 or 3 channels) and a tiny victim registered only in the test catalog,
 so the tests do not depend on the built-in victims.
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from poisonbench.api import CraftContext, Split, Victim
+from poisonbench.api import CraftContext, Split, Victim, export_uint8
 from poisonbench.catalog import Catalog
 from poisonbench.catalog.manager import new_manager
 from poisonbench.errors import RunFailed
@@ -184,9 +184,9 @@ def test_min_min_lowers_loss_and_respects_eps():
 
 
 def test_export_rounds_half_up():
-    x = torch.tensor([0.0, 0.0, 1.0, 0.5]).view(1, 1, 1, 4)
-    delta = torch.tensor([0.5 / 255, 0.49 / 255, 0.1, 0.0]).view(1, 1, 1, 4)
-    assert ops.export(x, delta).flatten().tolist() == [1, 0, 255, 128]
+    images = torch.tensor([0, 0, 255, 128], dtype=torch.uint8).view(1, 1, 4, 1)  # NHWC
+    delta = torch.tensor([0.5 / 255, 0.49 / 255, 0.1, 0.0]).view(1, 1, 1, 4)  # NCHW, as crafted
+    assert export_uint8(images, delta, channels_first=True).flatten().tolist() == [1, 0, 255, 128]
 
 
 def test_stratified_subset_per_class():

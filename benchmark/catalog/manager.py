@@ -45,13 +45,21 @@ def new_manager() -> pluggy.PluginManager:
     return pm
 
 
-def load_plugins(*, no_plugins: bool = False) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
-    """A fresh manager with the entry-point plugins loaded according to the env and flags."""
+def load_plugins(*, no_plugins: bool = False, allowed: set[str] | None = None,
+                 blocked: set[str] | None = None) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """A fresh manager with the entry-point plugins loaded according to the flags and the env.
+
+    ``allowed``/``blocked`` given (even empty) replace ``POISONBENCH_PLUGINS``/``_BLOCK_PLUGINS``
+    and ``POISONBENCH_NO_PLUGINS`` is then ignored too: a Ray worker rebuilds the driver's catalog
+    this way, whatever its own node's environment says.
+    """
     pm = new_manager()
     infos: list[PluginInfo] = []
-    no_plugins = no_plugins or os.environ.get("POISONBENCH_NO_PLUGINS", "") not in ("", "0")
-    allowed = _env_list("POISONBENCH_PLUGINS")
-    blocked = _env_list("POISONBENCH_BLOCK_PLUGINS")
+    explicit = allowed is not None or blocked is not None
+    if not explicit:
+        no_plugins = no_plugins or os.environ.get("POISONBENCH_NO_PLUGINS", "") not in ("", "0")
+    allowed = _env_list("POISONBENCH_PLUGINS") if allowed is None else set(allowed)
+    blocked = _env_list("POISONBENCH_BLOCK_PLUGINS") if blocked is None else set(blocked)
     seen: set[str] = set()
     for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
         dist = ep.dist.name if ep.dist else "?"

@@ -54,6 +54,12 @@ class Entry:
         for attr in ("family", "kind", "applied", "threat_model"):
             if hasattr(cls, attr):
                 out[attr] = getattr(cls, attr) or getattr(cls, "name", None)
+        if hasattr(cls, "defines_loss"):  # a defense: where it acts (preprocess/batch/training/selection)
+            out["stage"] = cls.stage if not (cls.stage == "selection" and "transforms_data" in vars(cls)) \
+                else "preprocess"
+            out.update(rank=cls.rank, defines_loss=cls.defines_loss, deprecated=cls.deprecated or None)
+        paper = getattr(cls, "paper", None)  # api.Paper: the publication the plugin implements
+        out["paper"] = paper.to_json() if hasattr(paper, "to_json") else None
         if "params" in out:
             for key, value in self.defaults.items():
                 if key in out["params"]:

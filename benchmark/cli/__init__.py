@@ -9,7 +9,6 @@ errors exit 2 as well.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +47,6 @@ class Settings:
         return default_catalog(self.no_plugins)
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("POISONBENCH_CACHE_DIR") or Path.home() / ".cache" / "poisonbench")
-
-
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -83,6 +78,8 @@ Examples:
 @click.pass_context
 def cli(ctx, data_dir, cache_dir, no_plugins):
     """Benchmark data poisons by the victim's peak test accuracy (lower = stronger poison)."""
+    from poisonbench.util.files import default_cache_dir
+
     ctx.obj = Settings(data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(), no_plugins=no_plugins)
 
 

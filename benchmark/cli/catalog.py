@@ -11,8 +11,8 @@ from poisonbench.errors import PoisonbenchError, ValidationFailed
 
 KINDS = ("poisons", "defenses", "victims", "datasets")
 LIST_COLUMNS = {
-    "poisons": ("family", "kind", "applied"),
-    "defenses": (),
+    "poisons": ("family", "kind", "applied", "threat_model", "budget", "paper"),
+    "defenses": ("stage", "paper"),
     "victims": (),
     "datasets": (),
 }
@@ -34,8 +34,8 @@ def validate(settings, suites, allow):
     Paths in a suite resolve against its folder, then --data-dir, and may not leave those folders
     (or an --allow-path) by '..', an absolute path or a symlink.
     """
-    from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths
     from poisonbench.suite import load_suite
+    from poisonbench.util.paths import UserPaths, allowed_paths
 
     catalog = settings.catalog()
     _warn_failures(catalog)
@@ -51,6 +51,8 @@ def validate(settings, suites, allow):
             problems.extend(err.problems)
             continue
         click.echo(f"{path}: ok ({len(suite.cells())} cells)")
+        for note in suite.notes:  # not errors: deprecated aliases, defenses that are the identity here
+            click.echo(str(note))
     if problems:
         raise ValidationFailed(problems)
 
@@ -69,11 +71,16 @@ def list_command(settings, kind, pattern, as_json):
     if kind == "datasets":
         for item, entry in zip(entries, registry.entries(pattern), strict=True):
             item.update(_dataset_facts(entry.cls, settings.data_dir))
+    if kind == "poisons":
+        for item, entry in zip(entries, registry.entries(pattern), strict=True):
+            item.update(_poison_budget(registry, entry))
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
+
+    from poisonbench.results.labels import format_value
 
     console = Console(soft_wrap=False)
     table = Table(title=f"{kind} ({len(entries)})")
@@ -85,7 +92,7 @@ def list_command(settings, kind, pattern, as_json):
     for column in columns:
         if column == "description":  # one line each; the full text is in --json
             table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=48)
-        elif column in ("name", "family", "kind", "applied", "shape", "classes"):  # never squeeze
+        elif column in ("name", "family", "kind", "applied", "threat_model", "shape", "classes"):  # never squeeze
             width = max([len(column)] + [len(str(item.get(column) or "")) for item in entries])
             table.add_column(column, no_wrap=True, min_width=width)
         else:
@@ -94,14 +101,28 @@ def list_command(settings, kind, pattern, as_json):
         row = []
         for column in columns:
             value = item.get({"looks in": "locations"}.get(column, column), "")
-            if column == "defaults":
-                value = ", ".join(f"{k}={v}" for k, v in item["defaults"].items())
+            if column == "defaults":  # the project's one value formatter: 8/255, [5,8], true
+                value = ", ".join(f"{k}={format_value(v)}" for k, v in item["defaults"].items())
+            elif column == "paper":  # "Huang et al., ICLR 2021"; title and URL are in --json
+                paper = item.get("paper") or {}
+                value = ", ".join(x for x in (paper.get("authors"), f"{paper.get('venue')} {paper.get('year')}")
+                                  if x) if paper else ""
             elif isinstance(value, list | tuple):
                 joiner = {"shape": "×", "looks in": "\n"}.get(column, ", ")
                 value = joiner.join(str(v) for v in value)
             row.append(str(value if value is not None else ""))
         table.add_row(*row)
     console.print(table)
+
+
+def _poison_budget(registry, entry) -> dict:
+    """``budget`` in words (``L2 1.304 at 32×32×3``) and ``budget_value`` at 32×32×3 (threat model's
+    units) of a poison with its preset's defaults; empty when it cannot be built without input."""
+    try:
+        poison = registry.create(entry.name)
+        return {"budget": poison.budget_label(), "budget_value": poison.budget_for((32, 32, 3))}
+    except Exception:  # describing must never fail the listing (e.g. `file` needs a path)
+        return {"budget": "", "budget_value": None}
 
 
 def _dataset_facts(cls, data_dir) -> dict:

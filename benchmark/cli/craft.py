@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from poisonbench.errors import BadInput
+from poisonbench.util.progress import RunProgress
 
 EPILOG = """\b
 Examples:
@@ -16,6 +17,7 @@ Examples:
   poisonbench craft LF3 --dataset cifar10 --seed 1 --set scale=clip --out lf3-clip.safetensors
   poisonbench craft regions --dataset synthetic --set regions=8 --set signed=false \\
       --out r8.safetensors
+  poisonbench craft R4 --dataset fashion_mnist --subset 2000 --fraction 0.5 --out r4-half.safetensors
 
 The file is a safetensors artifact (tensors 'images' uint8 N×H×W×C and 'labels' int64, metadata
 'manifest' JSON); it is also kept in the cache (--cache-dir), so crafting it again is instant.
@@ -39,46 +41,6 @@ def parse_sets(items: tuple[str, ...]) -> dict:
             raise BadInput(f"--set '{item}': value must be a scalar or a list, not a mapping")
         params[key.strip()] = value
     return params
-
-
-@contextlib.contextmanager
-def rich_progress(enabled: bool):
-    """A ``progress(description, total) -> advance(n=1, **fields)`` drawing rich bars on stderr."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bars:
-
-        def progress(description: str, total: int):
-            task = bars.add_task(description, total=total, info="")
-
-            def advance(n: int = 1, **fields):
-                info = " ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in fields.items()
-                )
-                bars.update(task, advance=n, info=info)
-
-            return advance
-
-        yield progress
 
 
 @contextlib.contextmanager
@@ -114,6 +76,12 @@ def one_line_warnings():
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Crafting seed.")
 @click.option(
+    "--fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="Poison only this share of the training set (seeded, stratified); the rest stays clean.",
+)
+@click.option(
     "--set",
     "sets",
     multiple=True,
@@ -135,15 +103,16 @@ def one_line_warnings():
 @click.option("--no-cache", is_flag=True, help="Craft without reading or writing the cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_obj
-def craft(settings, poison, dataset_name, subset, seed, sets, out, device, no_cache, as_json):
+def craft(settings, poison, dataset_name, subset, seed, fraction, sets, out, device, no_cache, as_json):
     """Craft POISON on a dataset's training set and write the artifact to --out."""
     import tempfile
 
     from poisonbench.crafting import obtain_poison
-    from poisonbench.crafting.artifacts import atomic_write_bytes, read_artifact
+    from poisonbench.crafting.artifacts import read_artifact
     from poisonbench.data import prepare_data
     from poisonbench.suite import Component
     from poisonbench.suite.config import DatasetConfig
+    from poisonbench.util.files import atomic_write_bytes
 
     catalog = settings.catalog()
     params = parse_sets(sets)
@@ -156,7 +125,8 @@ def craft(settings, poison, dataset_name, subset, seed, sets, out, device, no_ca
         raise BadInput(f"--out {out}: is a folder")
     from poisonbench.catalog.params import params_to_dict
 
-    component = Component(poison, params, params_to_dict(resolved))
+    component = Component(poison, params, params_to_dict(resolved),
+                          fraction=None if fraction is None or fraction >= 1 else fraction)
     data = prepare_data(
         catalog,
         DatasetConfig(name=dataset_name, train_subset=subset),
@@ -170,7 +140,7 @@ def craft(settings, poison, dataset_name, subset, seed, sets, out, device, no_ca
             cache_dir = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="poisonbench-craft-"))
             )
-        progress = stack.enter_context(rich_progress(not as_json))
+        progress = stack.enter_context(RunProgress(quiet=as_json)).factory()  # bars on stderr
         stack.enter_context(one_line_warnings())
         artifact = obtain_poison(
             catalog=catalog,
@@ -195,8 +165,22 @@ def craft(settings, poison, dataset_name, subset, seed, sets, out, device, no_ca
     click.echo(
         f"{out}: {m['poison']} on {m['dataset']['name']} "
         f"({len(written)} images, seed {m['seed']}), "
-        f"L∞ {m['linf'] * 255:.2f}/255, sha256 {written.sha256[:16]}…"
+        + (f"{m['poisoned_count']} poisoned ({m['fraction']:.0%}), " if m.get("fraction") else "")
+        + f"L∞ {m['linf'] * 255:.2f}/255, " + _norm_text(m.get("norm")) + f"sha256 {written.sha256[:16]}…"
     )
+
+
+def _norm_text(norm) -> str:
+    """The measured norm of an l2 / l0 / filter poison (manifest ``norm``) for the summary line."""
+    if not norm:
+        return ""
+    threat = norm.get("threat_model")
+    if threat == "l2":
+        return f"L2 max {norm['l2_max']:.3f} (mean/budget {norm.get('l2_mean_ratio', float('nan')):.3f}), "
+    if threat == "l0":
+        return f"L0 max {norm['l0_max']} px, "
+    psnr = norm.get("psnr_db")
+    return f"PSNR {psnr:.1f} dB, " if psnr is not None else ""
 
 
 def _resolve_device(requested: str) -> str:

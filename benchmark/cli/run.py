@@ -51,10 +51,10 @@ def run_command(ctx, suite_path, out, executor, address, gpus_per_cell, only, dr
     Paths in the suite resolve against its folder, then --data-dir, and may not leave those folders
     (or an --allow-path) by '..', an absolute path or a symlink.
     """
-    from poisonbench.plugins.file_poison.formats import UserPaths, allowed_paths
     from poisonbench.runner import plan_run
     from poisonbench.suite import load_suite
     from poisonbench.training.device import resolve_device
+    from poisonbench.util.paths import UserPaths, allowed_paths
 
     settings = ctx.obj
     # for the whole command (validation, data, crafting): paths are the suite's, not the cwd's
@@ -64,6 +64,8 @@ def run_command(ctx, suite_path, out, executor, address, gpus_per_cell, only, dr
     for failure in catalog.failures:
         click.echo(f"warning: {failure}", err=True)
     suite = load_suite(suite_path, catalog)
+    for note in suite.notes:  # deprecated aliases, identity defenses: the run goes on
+        click.echo(str(note), err=True)
     plan = plan_run(suite, catalog=catalog, only=only)
     out = out or Path("runs") / suite.name
     if dry_run:
@@ -102,7 +104,7 @@ def _resume_command(settings, *, suite_path: Path, out: Path, only, executor: st
     import os
     import shlex
 
-    from poisonbench.cli import default_cache_dir
+    from poisonbench.util.files import default_cache_dir
 
     words = ["poisonbench"]
     if settings.data_dir is not None and str(settings.data_dir) != os.environ.get("POISONBENCH_DATA_DIR"):
@@ -120,14 +122,17 @@ def _resume_command(settings, *, suite_path: Path, out: Path, only, executor: st
 
 
 def _dry_run(plan, *, suite, catalog, out: Path, data_dir, as_json: bool) -> None:
+    from poisonbench.data import declared_train_size
     from poisonbench.results import finished_cell_ids
-    from poisonbench.runner import prepare_suite_data
+    from poisonbench.runner import dataset_from_resolved, prepare_suite_data
 
-    try:
-        n_train: int | None = len(prepare_suite_data(plan.suite_resolved, catalog=catalog,
-                                                     data_dir=data_dir).train)
-    except PoisonbenchError:  # data not there yet: estimate from the suite alone when possible
-        n_train = suite.dataset.train_subset
+    # The dataset plugin's declared split sizes answer without reading a file; else load the data.
+    n_train: int | None = declared_train_size(catalog, *dataset_from_resolved(plan.suite_resolved))
+    if n_train is None:
+        try:
+            n_train = len(prepare_suite_data(plan.suite_resolved, catalog=catalog, data_dir=data_dir).train)
+        except PoisonbenchError:  # data not there yet: estimate from the suite alone when possible
+            n_train = suite.dataset.train_subset
     epochs = suite.train.epochs
     try:
         done = finished_cell_ids(out) if Path(out).exists() else set()

@@ -6,6 +6,10 @@ miss with a copy of the clean split (a plugin can neither relabel nor mutate the
 rejects bad plugin output naming the plugin's provider, writes the artifact atomically, and
 returns it read back from disk and checked against the clean set.
 
+A poison with a ``fraction`` (partial poisoning, ``crafting/partial.py``) is crafted on the whole set
+(class-wise) or on its seeded subset (sample-wise) and written over the clean images at the chosen
+indices only; the fraction joins the cache key and the indices the manifest.
+
 ``clean`` goes through the same path as every poison (cached, checked, hashed): one code path, and
 its artifact has a sha256 like any other for results and leaderboard entries.
 """
@@ -19,11 +23,14 @@ from typing import Any
 
 from poisonbench.api import CraftContext, PreparedData, Split
 from poisonbench.catalog.params import params_to_dict
+from poisonbench.crafting import partial
 from poisonbench.crafting.artifacts import (
     Artifact,
     check_artifact,
     measure_linf,
+    measure_norms,
     read_artifact,
+    summarize_norms,
     write_artifact,
 )
 from poisonbench.crafting.cache import ArtifactCache, cache_key
@@ -62,12 +69,37 @@ def make_context(
         data_dir=Path(data_dir) if data_dir is not None else None,
         catalog=catalog,
         progress=progress,
+        full_train=_full_train_loader(catalog, data, data_dir),
     )
-    # --- surrogate seam: benchmark/surrogate.py (another module) gives trained, cached surrogates.
+    # --- surrogate seam: crafting/surrogate.py (another module) gives trained, cached surrogates.
     if importlib.util.find_spec("poisonbench.crafting.surrogate") is not None:
         surrogate = importlib.import_module("poisonbench.crafting.surrogate")
         ctx.surrogate = surrogate.make_provider(ctx, data)
     return ctx
+
+
+def _full_train_loader(catalog, data: PreparedData, data_dir: Path | None):
+    """``ctx.full_train``: the dataset's whole training split, loaded once on the first call (None
+    when it cannot be loaded, e.g. offline without the files)."""
+    if catalog is None:
+        return None
+    cached: list[Split | None] = []
+
+    def full_train() -> Split | None:
+        if not cached:
+            from types import SimpleNamespace
+
+            from poisonbench.data import load_splits
+            from poisonbench.errors import PoisonbenchError
+
+            dataset = SimpleNamespace(name=data.name, params=dict(getattr(data, "params", {}) or {}))
+            try:
+                cached.append(load_splits(catalog, dataset, data_dir=data_dir, download=False).train)
+            except PoisonbenchError:
+                cached.append(None)
+        return cached[0]
+
+    return full_train
 
 
 def key_material(
@@ -118,10 +150,18 @@ def obtain_poison(
     material = key_material(
         instance=instance, registry_name=poison.name, data=data, seed=seed, ctx=ctx
     )
+    fraction = getattr(poison, "fraction", None)  # partial poisoning (crafting/partial.py)
+    material.update(partial.key_extras(fraction))
     who = f"poison '{poison.name}' (plugin '{provider}')"
 
     def create(tmp: Path) -> None:
-        images = craft_checked(instance, data.train, ctx=ctx, who=who)
+        indices = None
+        if partial.key_extras(fraction):
+            images, indices = partial.craft_partial(
+                lambda split: craft_checked(instance, split, ctx=ctx, who=who), instance, data.train,
+                fraction=fraction, seed=seed)
+        else:
+            images = craft_checked(instance, data.train, ctx=ctx, who=who)
         linf, _ = measure_linf(images, data.train.images)
         manifest = build_manifest(
             instance,
@@ -131,7 +171,10 @@ def obtain_poison(
             linf=linf,
             plugin_version=dist,
             key=cache_key(material),
+            measured=measured_norms(instance, images, data.train.images),
         )
+        if indices is not None:
+            manifest.update(fraction=fraction, poisoned_count=len(indices), poisoned_indices=indices)
         write_artifact(tmp, images=images, labels=data.train.labels, manifest=manifest)
 
     if cache_dir is None:
@@ -161,10 +204,11 @@ def _checked(artifact: Artifact, instance, data: PreparedData, *, key: str, sour
         raise ArtifactError(
             f"{source}: manifest belongs to another cache key (file moved or tampered)"
         )
+    partial.check_untouched(artifact.images, data.train.images, artifact.manifest, source=source)
     check_artifact(
         artifact,
         data.train,
-        budget=instance.budget(),
+        budget=instance.budget_for(tuple(data.train.images.shape[1:])),
         threat_model=instance.threat_model,
         source=source,
         fingerprint=data.fingerprint,
@@ -198,7 +242,11 @@ def craft_checked(instance, clean: Split, *, ctx: CraftContext, who: str):
     out = out.detach().cpu().contiguous()
     probe = Artifact(out, clean.labels, {}, "", None)
     check_artifact(
-        probe, clean, budget=instance.budget(), threat_model=instance.threat_model, source=who
+        probe,
+        clean,
+        budget=instance.budget_for(tuple(clean.images.shape[1:])),
+        threat_model=instance.threat_model,
+        source=who,
     )
     return out
 
@@ -212,8 +260,13 @@ def build_manifest(
     linf: float,
     plugin_version: str,
     key: str,
+    measured: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The artifact's manifest (DESIGN.md contract fields plus versions and the cache key)."""
+    """The artifact's manifest (the fields of docs/formats.md plus versions and the cache key).
+
+    ``measured`` (``measured_norms``) is the perturbation's measured size, recorded as ``norm`` for
+    the L2, L0 and filter threat models (L∞ poisons have ``linf`` alone, as before).
+    """
     import torch
 
     from poisonbench import __version__
@@ -230,7 +283,7 @@ def build_manifest(
         "seed": seed,
         "dataset": {"name": data.name, "fingerprint": data.fingerprint},
         "linf": linf,
-        "budget": instance.budget(),
+        "budget": instance.budget_for(tuple(data.train.images.shape[1:])),
         "versions": {
             "poisonbench": __version__,
             "torch": torch.__version__,
@@ -240,6 +293,8 @@ def build_manifest(
         # which leaderboard evidence relies on. The cache's file times say when it was made.
         "cache_key": key,
     }
+    if measured is not None:
+        manifest["norm"] = measured
     extras = instance.manifest_extras()
     clash = sorted(set(extras) & set(manifest))
     if clash:
@@ -248,3 +303,12 @@ def build_manifest(
         )
     manifest.update(extras)
     return manifest
+
+
+def measured_norms(instance, images, clean_images) -> dict[str, Any] | None:
+    """The measured perturbation for the manifest (``summarize_norms``); None for L∞ and functional."""
+    if instance.threat_model not in ("l2", "l0", "filter"):
+        return None
+    shape = tuple(clean_images.shape[1:])
+    return summarize_norms(measure_norms(images, clean_images), threat_model=instance.threat_model,
+                           budget=instance.budget_for(shape), shape=shape)

@@ -1,7 +1,7 @@
 """Poison artifacts: the safetensors file format (images, labels, manifest) and the checks on load.
 
 An artifact is the whole poisoned training set: tensors ``images`` (uint8, N×H×W×C) and ``labels``
-(int64, N) plus a metadata key ``manifest`` holding JSON (DESIGN.md "Contracts"). Files are
+(int64, N) plus a metadata key ``manifest`` holding JSON (docs/formats.md). Files are
 written to a temp file in the same folder and renamed, so a reader never sees half a file. They
 are never unpickled: anything that is not a safetensors file is refused with one line.
 
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from poisonbench.errors import ArtifactError
+from poisonbench.util.files import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -89,21 +89,6 @@ def write_artifact(
     )
     atomic_write_bytes(path, payload)
     return hashlib.sha256(payload).hexdigest()
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a unique temp file next to ``path``, fsync it, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _refuse(path: Path, why: str) -> ArtifactError:
@@ -198,6 +183,87 @@ def measure_linf(poisoned: torch.Tensor, clean: torch.Tensor) -> tuple[float, to
     return linf, per_image
 
 
+def measure_norms(poisoned: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image size of Δ = poisoned − clean in grey levels, one pass in chunks: ``linf`` (int16),
+    ``l2`` (float64, ‖Δ‖₂), ``l0`` (int64, (h, w) positions where any channel changed), ``sq``
+    (float64, ΣΔ², for PSNR) and ``abs`` (float64, Σ|Δ|)."""
+    import torch
+
+    n = poisoned.shape[0]
+    out = {"linf": torch.empty(n, dtype=torch.int16), "l2": torch.empty(n, dtype=torch.float64),
+           "l0": torch.empty(n, dtype=torch.int64), "sq": torch.empty(n, dtype=torch.float64),
+           "abs": torch.empty(n, dtype=torch.float64)}
+    for start in range(0, n, CHECK_CHUNK):
+        stop = start + CHECK_CHUNK
+        delta = poisoned[start:stop].to(torch.int32) - clean[start:stop].to(torch.int32)
+        absolute = delta.abs()
+        sq = (delta * delta).flatten(1).sum(dim=1).to(torch.float64)  # integer sums are int64: exact
+        out["linf"][start:stop] = absolute.flatten(1).amax(dim=1).to(torch.int16)
+        out["sq"][start:stop] = sq
+        out["l2"][start:stop] = sq.sqrt()
+        out["l0"][start:stop] = (absolute.amax(dim=3) > 0).flatten(1).sum(dim=1)
+        out["abs"][start:stop] = absolute.flatten(1).sum(dim=1).to(torch.float64)
+    return out
+
+
+def l2_tolerance(shape: tuple[int, ...]) -> float:
+    """Rounding slack of an L2 budget in pixel units: 0.5·√d/255 (0.109 at 32×32×3, 0.055 at 28×28×1).
+
+    Round-half-up moves each of the d = H·W·C entries by at most half a grey level, so the exported
+    Δ is within 0.5·√d/255 of the float perturbation (triangle inequality); clipping to [0, 1] only
+    shrinks each entry. The bound is worst case; measured Δ sits near √(ε² + d/12/255²).
+    """
+    d = 1
+    for size in shape:
+        d *= int(size)
+    return 0.5 * d**0.5 / 255
+
+
+def summarize_norms(norms: dict[str, torch.Tensor], *, threat_model: str, budget: float | None,
+                    shape: tuple[int, ...]) -> dict[str, Any]:
+    """The measured size of the perturbation for the manifest, in the threat model's units."""
+    n = int(norms["l2"].numel())
+    if n == 0:
+        return {"threat_model": threat_model}
+    d = 1
+    for size in shape:
+        d *= int(size)
+    l2 = norms["l2"] / 255
+    out: dict[str, Any] = {"threat_model": threat_model, "l2_max": float(l2.max()), "l2_mean": float(l2.mean()),
+                           "l0_max": int(norms["l0"].max()), "l0_mean": float(norms["l0"].float().mean()),
+                           "mean_abs": float(norms["abs"].sum()) / (n * d * 255)}
+    if threat_model == "l2" and budget:
+        out["l2_mean_ratio"] = float(l2.mean()) / budget  # ≈ 1.00: clipping shrinks, rounding adds
+    mse = float(norms["sq"].sum()) / (n * d * 255**2)
+    out["psnr_db"] = 10 * math.log10(1 / mse) if mse > 0 else None  # of the whole set; None: unchanged
+    return out
+
+
+def _check_norms(norms: dict[str, torch.Tensor], *, threat_model: str, budget: float | None,
+                 shape: tuple[int, ...], source: str) -> None:
+    """Refuse the first image over an L2 or L0 budget, naming it."""
+    if budget is None or threat_model not in ("l2", "l0"):
+        return
+    if threat_model == "l2":
+        slack = l2_tolerance(shape)
+        over = (norms["l2"] / 255 > budget + slack + 1e-9).nonzero()
+        if over.numel():
+            i = int(over[0])
+            raise ArtifactError(
+                f"{source}: image {i} has L2 norm {float(norms['l2'][i]) / 255:.4f} (pixel units), over "
+                f"the budget {budget:.4f} (+{slack:.4f} rounding slack)"
+            )
+        return
+    over = (norms["l0"] > budget).nonzero()
+    if over.numel():
+        i = int(over[0])
+        count = int(norms["l0"][i])
+        raise ArtifactError(
+            f"{source}: image {i} changes {count} pixel position{'s' if count != 1 else ''}, over the "
+            f"L0 budget of {budget:g}"
+        )
+
+
 def check_artifact(
     artifact: Artifact,
     clean: Split,
@@ -209,8 +275,10 @@ def check_artifact(
 ) -> float:
     """Check ``artifact`` poisons ``clean``: count, labels, dtype, shape, L∞ budget; return the L∞.
 
-    ``budget`` is the poison's declared bound (fraction of the pixel range) and is enforced for
-    ``threat_model == 'linf'`` with a tolerance of 0.5/255 for round-half-up export. ``source``
+    ``budget`` is the poison's declared bound for this image shape (``Poison.budget_for``), in the
+    threat model's units: ``linf`` (fraction of the pixel range, +0.5/255 for the round-half-up
+    export), ``l2`` (per-image ‖Δ‖₂ in pixel units, + ``l2_tolerance``), ``l0`` (changed pixel
+    positions per image, exact); ``functional`` and ``filter`` have no norm check. ``source``
     names the file or plugin in error messages, which also give the first offending image index.
     ``fingerprint``, when given, must equal the manifest's dataset fingerprint.
     """
@@ -252,4 +320,7 @@ def check_artifact(
                 f"{source}: image {i} is perturbed by {int(per_image[i])}/255, over the "
                 f"budget {budget * 255:.2f}/255 (+0.5 rounding)"
             )
+    if threat_model in ("l2", "l0") and budget is not None:
+        _check_norms(measure_norms(images, clean.images), threat_model=threat_model, budget=budget,
+                     shape=tuple(images.shape[1:]), source=source)
     return linf

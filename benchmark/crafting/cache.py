@@ -34,6 +34,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from poisonbench.errors import BadInput, PoisonbenchError
+from poisonbench.util.files import atomic_path, atomic_write_json
 
 TMP_PREFIX = ".tmp-"
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -147,17 +148,15 @@ class ArtifactCache:
         tmp = path.parent / f"{TMP_PREFIX}{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}"
         meta = path.parent / f"{key}.json"
         try:
-            _write_json_atomic(
+            atomic_write_json(
                 meta,
                 {"key": key, "kind": kind, "created": time.time(), "material": material},
-                tmp.with_suffix(".json"),
+                indent=1, sort_keys=True, default=_json_default, tmp=tmp.with_suffix(".json"),
             )
-            create(tmp)
-            if not tmp.is_file():
-                raise RuntimeError(f"cache create callback wrote nothing at {tmp}")
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            with atomic_path(path, tmp=tmp) as target:  # key-named temp: the debris sweep finds it
+                create(target)
+                if not target.is_file():
+                    raise RuntimeError(f"cache create callback wrote nothing at {target}")
             _fsync_dir(path.parent)
         except OSError as err:
             _discard(tmp, tmp.with_suffix(".json"), meta)
@@ -289,16 +288,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _write_json_atomic(path: Path, value: dict[str, Any], tmp: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.write_text(json.dumps(value, sort_keys=True, indent=1, default=_json_default))
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,10 +1,11 @@
 """What every surrogate-based poison shares: the ``surrogate_*`` params and a poison mixin.
 
-P*/M* (plugins/adversarial.py) and FC* (plugins/functional.py) craft on a clean-trained surrogate
-(spec/poisons.md, "Surrogate"). Their ``Params`` inherit ``SurrogateParams`` — the victim name and
-the training recipe, each recipe field prefixed ``surrogate_`` (``surrogate_epochs: 5`` overrides the
-40-epoch default) — and their classes inherit ``UsesSurrogate`` for the reference check, the cache
-key and fetching the trained model. Import-light: no torch here.
+P*/M* (plugins/adversarial) and FC* (plugins/functional) craft on a clean-trained surrogate. Their
+``Params`` inherit ``SurrogateParams`` — the victim name and the training recipe, each field of
+``SurrogateRecipe`` (crafting/surrogate.py) prefixed ``surrogate_`` with the same default
+(``surrogate_epochs: 5`` overrides the 40-epoch default; a test checks the two stay equal) — and
+their classes inherit ``UsesSurrogate`` for the reference check, the cache key and fetching the
+trained model. Both are part of the plugin API (``poisonbench.api``). Import-light: no torch here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from poisonbench.errors import PoisonbenchError
 
 @dataclass(frozen=True)
 class SurrogateParams:
-    """The surrogate victim and its recipe (benchmark.surrogate.SurrogateRecipe, prefixed surrogate_)."""
+    """The surrogate victim and its recipe (``SurrogateRecipe``'s fields, prefixed ``surrogate_``)."""
 
     surrogate: str = "resnet18"
     surrogate_epochs: int = 40
@@ -28,9 +29,10 @@ class SurrogateParams:
     surrogate_weight_decay: float = 5.0e-4
     surrogate_milestones: list[int] = field(default_factory=lambda: [14, 25, 35])  # epochs
     surrogate_gamma: float = 0.1
-    surrogate_augment: bool = True
-    surrogate_max_shift: float = 4.0  # pixels of continuous translation
-    surrogate_normalize: Literal["auto", "dataset", "cifar_crafting", "none"] = "auto"
+    surrogate_augment: list[str] = field(default_factory=lambda: ["crop", "flip"])
+    surrogate_crop_padding: int = 4  # pixels of zero padding before the random crop
+    surrogate_normalize: bool = True  # False: train on [0, 1] inputs
+    surrogate_stats: Literal["auto", "dataset"] = "auto"  # auto: the dataset plugin's crafting statistics
     surrogate_precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
@@ -46,13 +48,14 @@ class UsesSurrogate:
 
     def cache_extras(self, ctx) -> dict:
         from poisonbench.crafting.surrogate import (
+            FORMAT_VERSION,
             recipe_from_params,
             resolve_recipe,
-            resolved_precision,
         )
+        from poisonbench.training.device import resolved_precision
 
         recipe = resolve_recipe(recipe_from_params(self.params))
-        return {"surrogate": {"victim": self.params.surrogate,
+        return {"surrogate": {"victim": self.params.surrogate, "format": FORMAT_VERSION,
                               "recipe": {**recipe_from_params(self.params),
                                          "precision": resolved_precision(recipe.precision, ctx.device)}},
                 "crafting_precision": resolved_precision(self.params.precision, ctx.device)}

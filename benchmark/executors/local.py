@@ -57,7 +57,7 @@ def run(plan: RunPlan, ctx: RunContext) -> None:
                         suite_resolved=plan.suite_resolved, group=group, run_dir=ctx.run_dir,
                         device=ctx.device, catalog=ctx.catalog, data=data, artifact=artifact,
                         skip=ctx.finished, progress=ctx.progress.factory(f"{label} "),
-                        should_stop=ctx.should_stop)
+                        should_stop=ctx.should_stop, cache_dir=ctx.cache_dir)
                 except Interrupted:
                     raise
                 except Exception as err:

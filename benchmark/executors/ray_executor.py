@@ -12,26 +12,32 @@ checkpoints live in ``RUN_DIR/checkpoints/``; otherwise artifacts travel through
 and checkpoints stay in the worker node's temp directory. Faults: a dead worker's task is retried
 (``max_retries``, default 2) and resumes from its last epoch checkpoint; a Python exception fails
 its cells as in the local executor; Ctrl-C cancels the tasks and re-running resumes.
-Test-only: ``POISONBENCH_TEST_RAY_CRASH_EPOCH=E`` makes the first training task that finishes epoch
-E ``os._exit`` right after its checkpoint, once per run directory.
+
+Joining a cluster (``--address HOST:PORT`` or ``auto``): recent Ray (2.60 was tested) turns token
+authentication on for a head started where a token exists (``~/.ray/auth_token``, made by
+``ray get-auth-token --generate`` or by any earlier local ``ray.init()``); a driver on an explicit
+address is then refused unless ``RAY_AUTH_MODE=token`` is set and the head's token is available
+(``~/.ray/auth_token``, ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``). A refused connection is
+one line naming the likely cause: authentication, a wrong address, or a Ray/Python version that
+differs from the head's.
+
+What runs on the workers (the tasks, the progress relay, the path probe) is in ``ray_worker.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
+import platform
+import re
 import socket
-import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from poisonbench import runner
 from poisonbench.errors import BadInput, Interrupted
-from poisonbench.plugins.file_poison.formats import UserPaths, active_paths, allowed_paths
 from poisonbench.training.trainer import INTERRUPTED_MESSAGE
+from poisonbench.util.paths import active_paths
 
 INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'poisonbench[ray]'"
 try:
@@ -39,12 +45,12 @@ try:
 except ImportError:  # the optional extra is missing: bad input (exit 2), not a traceback
     raise BadInput(INSTALL_HINT) from None
 
+from poisonbench.executors import ray_worker  # noqa: E402  (needs ray, checked just above)
+from poisonbench.executors.ray_worker import CPUS_PER_TASK  # noqa: E402
+
 MAX_RETRIES = 2  # retries of a task whose worker died (not of Python exceptions)
-CPUS_PER_TASK = 1
 SHARED_ENV = "POISONBENCH_RAY_SHARED_FS"
-CRASH_ENV = "POISONBENCH_TEST_RAY_CRASH_EPOCH"
 PROBE_TIMEOUT_S = 120.0  # a node that cannot answer the shared-path probe by then: not shared
-PUSH_EVERY_S = 1.0  # seconds between progress messages of one worker bar
 POLL_S = 0.5  # driver loop: wait for results, relay progress, notice Ctrl-C
 
 
@@ -88,8 +94,38 @@ def connect(address: str | None) -> tuple[bool, bool]:
     try:
         ray.init(**options)
     except ConnectionError as err:
-        raise BadInput(f"--address {address}: cannot connect to a Ray cluster ({err})") from None
+        raise BadInput(f"--address {address}: {connect_failure(err)}") from None
+    except RuntimeError as err:  # ray.init raises a version mismatch as RuntimeError
+        if "Version mismatch" not in str(err):
+            raise
+        raise BadInput(f"--address {address}: {connect_failure(err)}") from None
     return True, address == "local"
+
+
+def connect_failure(err: BaseException) -> str:
+    """One line naming the likely cause of a refused connection: authentication, version, address."""
+    chain, seen = [], err
+    while seen is not None:
+        chain.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    text = "\n".join(chain)
+    if "Version mismatch" in text:
+        head = re.search(r"started with:\s*Ray: (\S+)\s*Python: (\S+)", text)
+        theirs = f"Ray {head.group(1)}, Python {head.group(2)}" if head else "another version"
+        return (f"Ray/Python version mismatch: the cluster runs {theirs}, this process Ray "
+                f"{ray.__version__}, Python {platform.python_version()}; install the head's "
+                "versions here")
+    if re.search(r"AuthenticationError|InvalidAuthToken|Unauthenticated", text):
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            return ("the Ray cluster requires token authentication: set RAY_AUTH_MODE=token and "
+                    "make the head's token available here (~/.ray/auth_token, RAY_AUTH_TOKEN or "
+                    "RAY_AUTH_TOKEN_PATH)")
+        return ("the Ray cluster refused this process's authentication token: copy the head's "
+                "~/.ray/auth_token here (or set RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH)")
+    first = (text.strip().splitlines() or [type(err).__name__])[0][:200]
+    return (f"cannot connect to a Ray cluster ({first}); check that the address is the head's "
+            f"GCS address (`ray status` on the head) and that this machine runs the head's Ray "
+            f"version (here {ray.__version__})")
 
 
 class _Driver:
@@ -116,7 +152,7 @@ class _Driver:
         self.shared = paths_shared([self.run_dir] + ([self.cache_dir] if self.cache_dir else []))
         self.blocked = tuple(sorted(p.name for p in getattr(ctx.catalog, "plugins", [])
                                     if p.status != "loaded"))
-        self.relay = None if ctx.progress.quiet else _Relay.remote()
+        self.relay = None if ctx.progress.quiet else ray_worker.Relay.remote()
         self.bars: dict[str, list] = {}  # relay key -> [advance, done]
         self.labels = {g.group_id: f"[{i}/{len(pending)}] {g.poison['name']} · "
                                    f"{g.victim['name']} · s{g.seed}"
@@ -134,13 +170,11 @@ class _Driver:
                        "device": self.device, "shared": self.shared}
         # the driver's path policy (the suite's folder, --data-dir, --allow-path) for file poisons
         self.user_paths = active_paths(data_dir=ctx.data_dir).to_json()
-        crash = os.environ.get(CRASH_ENV)
-        self.crash = int(crash) if crash else None
         needed = {g.craft_id for g in self.pending}
         self.artifact_refs: dict[str, Any] = {}
         for craft in self.plan.crafts:
             if craft.craft_id in needed:
-                status, artifact = _craft_task.options(**self.options, num_returns=2).remote(
+                status, artifact = ray_worker.craft_task.options(**self.options, num_returns=2).remote(
                     craft=craft, cache_dir=self.cache_dir, data_dir=self.data_dir,
                     user_paths=self.user_paths, **self.common)
                 self.waiting[status] = ("craft", craft)
@@ -168,11 +202,10 @@ class _Driver:
             return
         artifact = path if path is not None else self.artifact_refs[craft.craft_id]
         for group in groups:
-            ref = _train_task.options(**self.options).remote(
+            ref = ray_worker.train_task.options(**self.options).remote(
                 suite_resolved=self.plan.suite_resolved, group=group.to_json(),
                 run_dir=self.run_dir, artifact=artifact, label=self.labels[group.group_id],
-                skip=sorted(self.ctx.finished & set(group.cell_ids)), crash_epoch=self.crash,
-                **self.common)
+                skip=sorted(self.ctx.finished & set(group.cell_ids)), **self.common)
             self.waiting[ref] = ("train", group)
 
     def _train_done(self, ref, group: runner.TrainingGroup) -> None:
@@ -252,161 +285,10 @@ def paths_shared(paths: list[Path]) -> bool:
             probe = folder / f".ray-probe-{token}"
             probe.write_text(token)
             probes.append(str(probe))
-        refs = [_probe_task.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        refs = [ray_worker.probe_task.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
             node, soft=False)).remote(probes, token) for node in nodes]
         ready, late = ray.wait(refs, num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
         return not late and all(ray.get(ready))
     finally:
         for probe in probes:
             Path(probe).unlink(missing_ok=True)
-
-
-# -- what runs on the workers ------------------------------------------------------------------
-
-@ray.remote(num_cpus=0)
-class _Relay:
-    """Collects progress messages from workers until the driver drains them."""
-
-    def __init__(self):
-        self.events: list[tuple] = []
-
-    def push(self, *event) -> None:
-        self.events.append(event)
-
-    def drain(self) -> list[tuple]:
-        events, self.events = self.events, []
-        return events
-
-
-@ray.remote
-def _probe_task(probes: list[str], token: str) -> bool:
-    try:
-        return all(Path(p).read_text() == token for p in probes)
-    except OSError:
-        return False
-
-
-@ray.remote
-def _craft_task(*, craft, data, cache_dir, data_dir, user_paths, blocked, relay, device, shared):
-    """Obtain one artifact; returns (its cache path if shared, else None; the artifact or None)."""
-    import torch
-
-    torch.set_num_threads(CPUS_PER_TASK)  # one thread per requested CPU
-    if cache_dir is not None and not shared:
-        try:  # each node caches in its own --cache-dir; one that cannot crafts uncached
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        except OSError:
-            cache_dir = None
-    label = f"craft {craft.poison['name']} s{craft.seed}:"
-    progress = _progress(relay, craft.craft_id, label)
-    with allowed_paths(UserPaths.from_json(user_paths)):
-        artifact = runner.craft_for_plan(craft, catalog=_catalog(blocked), data=data,
-                                         cache_dir=cache_dir, device=device, data_dir=data_dir,
-                                         progress=progress)
-    progress.flush()
-    if shared and artifact.path is not None:
-        return str(artifact.path), None
-    return None, artifact
-
-
-@ray.remote
-def _train_task(*, suite_resolved, group, run_dir, artifact, skip, label, crash_epoch, data,
-                blocked, relay, device, shared) -> dict[str, Any]:
-    """Train one group (resuming its checkpoint); returns its records and where it resumed."""
-    import platform
-
-    import torch
-
-    from poisonbench.training.checkpoint import peek_state
-
-    torch.set_num_threads(CPUS_PER_TASK)
-    group = runner.TrainingGroup.from_json(group)
-    # without shared paths the checkpoint stays on this node: a retry here resumes, elsewhere not
-    digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
-    root = Path(run_dir) if shared else Path(tempfile.gettempdir()) / "poisonbench-ray" / digest
-    folder = runner.checkpoint_dir(root, group.group_id)
-    resumed = 0
-    try:
-        resumed = (peek_state(folder / runner.CHECKPOINT_NAME) or {}).get("epoch", 0)
-    except Exception:  # a corrupt checkpoint is the trainer's to report, with its own message
-        pass
-    crash = (Path(run_dir) / ".ray-test-crashed", crash_epoch) if crash_epoch else None
-    by_path = isinstance(artifact, str)
-    progress = _progress(relay, group.group_id, label, crash=crash)
-    records = runner.run_training_group(
-        suite_resolved=suite_resolved, group=group, run_dir=root, device=device,
-        catalog=_catalog(blocked), data=data, artifact=None if by_path else artifact,
-        artifact_path=artifact if by_path else None, skip=set(skip), progress=progress)
-    progress.flush()
-    if not shared:
-        shutil.rmtree(folder, ignore_errors=True)
-    return {"records": records, "resumed_epoch": resumed, "host": platform.node()}
-
-
-_CATALOGS: dict[tuple[str, ...], Any] = {}
-
-
-def _catalog(blocked: tuple[str, ...]):
-    """The driver's catalog rebuilt here: the installed plugins minus those the driver skipped."""
-    if blocked not in _CATALOGS:
-        from unittest import mock
-
-        from poisonbench.catalog import Catalog
-        from poisonbench.catalog.manager import load_plugins
-
-        env = {"POISONBENCH_BLOCK_PLUGINS": ",".join(blocked), "POISONBENCH_NO_PLUGINS": "",
-               "POISONBENCH_PLUGINS": ""}  # empty: unset (this node's own filters do not apply)
-        with mock.patch.dict(os.environ, env):
-            _CATALOGS[blocked] = Catalog.from_manager(*load_plugins())
-    return _CATALOGS[blocked]
-
-
-def _progress(relay, key: str, prefix: str, *, crash: tuple[Path, int] | None = None):
-    """A progress factory whose bars are relayed to the driver's display.
-
-    A bar's messages are throttled; the one that completes it waits for the next call (the
-    trainer's epoch fields follow its last batch) or ``flush()``, because a completed live bar
-    is gone from the driver's display and takes no further fields.
-    """
-    bars: list[dict[str, Any]] = []
-    sent: list = []  # the last message's ref, so the task can wait for it before returning
-
-    def push(bar: dict[str, Any], fields: dict[str, Any]) -> None:
-        bar["sent"], bar["unsent"] = time.monotonic(), False
-        sent[:] = [relay.push.remote(bar["key"], bar["text"], bar["done"], bar["total"], fields)]
-
-    def factory(description: str, total: int):
-        bar = {"key": f"{key}/{description}", "text": f"{prefix} {description}", "done": 0,
-               "total": total, "sent": 0.0, "unsent": False}
-        bars.append(bar)
-
-        def advance(n: int = 1, **fields: Any) -> None:
-            bar["done"] += n
-            bar["unsent"] = bar["unsent"] or n > 0
-            complete = bool(total) and bar["done"] >= total
-            if relay is not None and (fields or (not complete and time.monotonic() - bar["sent"]
-                                                 >= PUSH_EVERY_S)):
-                push(bar, fields)
-            if crash and fields.get("epoch", "").split("/")[0] == str(crash[1]):
-                try:  # test hook: die once per run directory, right after this epoch's checkpoint
-                    os.close(os.open(crash[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                except FileExistsError:
-                    return
-                os._exit(1)
-
-        return advance
-
-    def flush() -> None:
-        """Send what is unsent; wait until the relay holds it (so it precedes the task's result)."""
-        if relay is None:
-            return
-        for bar in bars:
-            if bar["unsent"]:
-                push(bar, {})
-        try:
-            ray.get(sent, timeout=10)
-        except Exception:  # progress is cosmetic
-            pass
-
-    factory.flush = flush
-    return factory

@@ -1,94 +1,30 @@
-"""Render the leaderboard: ``README.md`` (Markdown tables) and ``index.html`` (see ``page``).
+"""Render the leaderboard: ``README.md`` (Markdown tables) and ``index.html`` (``page``).
 
-Entries are grouped by suite and ranked by mean peak test accuracy (lower = stronger poison).
-Measured and verified entries are listed apart from ``reported`` ones (a paper's numbers, never
-measured here). Output depends only on the entries (no timestamps), so ``render --check`` can tell
-whether the committed files are stale. Every name that reaches Markdown is escaped (``|``,
-newlines, HTML and Markdown markup), so a poison called ``<script>`` is shown as text.
+One row per poison × victim × training-side defense, ranked within each suite by mean peak test
+accuracy (lower = stronger poison); the selection rules are columns — peak (the oracle, the paper's
+number), val-selected (what a defender with a clean validation split keeps), final (the last
+epoch) and how much the final number flatters the poison (peak − final). Measured and verified
+entries are listed apart from ``reported`` ones (a paper's numbers, never measured here). Output
+depends only on the entries (no timestamps), so ``render --check`` can tell whether the committed
+files are stale. Every name that reaches Markdown is escaped (``|``, newlines, HTML and Markdown
+markup), so a poison called ``<script>`` is shown as text. Rows come from ``rows``; the HTML page
+module imports ``rows`` too, never this one.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from poisonbench.leaderboard.store import load_entries
-from poisonbench.results.figures import write_atomic
-from poisonbench.results.report import format_stat, label
+from poisonbench.leaderboard.page import render_html
+from poisonbench.leaderboard.rows import MEASURED, Row, by_suite, load_rows
+from poisonbench.util.files import atomic_write_bytes
 
 README = "README.md"
 INDEX = "index.html"
-MEASURED = ("measured", "verified")
-
-
-@dataclass(frozen=True)
-class Row:
-    """One entry, flattened for tables."""
-
-    suite: str
-    suite_version: int
-    status: str
-    poison: str
-    kind: str
-    applied: str
-    victim: str
-    defense: str
-    summary: dict[str, dict[str, Any]]
-    never: int | None  # seeds that never reached the loss threshold (None: unknown, reported)
-    n_seeds: int | None
-    loss_threshold: float
-    artifact: str
-    date: str
-    reference: str
-    detail: str
-    path: str
-
-    @property
-    def peak(self) -> float | None:
-        return self.summary["peak_test_acc"]["mean"]
-
-    def speed_text(self) -> str:
-        stat = self.summary["epochs_to_loss_threshold"]
-        if self.never is not None and self.n_seeds and self.never == self.n_seeds:
-            return "never"
-        text = format_stat(stat, percent=False)
-        return text + (f"; never in {self.never}/{self.n_seeds}" if self.never else "")
-
-    def acc_text(self, key: str) -> str:
-        stat = self.summary[key]
-        if self.status == "reported" and stat["mean"] is not None:
-            return f"{100 * stat['mean']:.2f}"
-        return format_stat(stat, percent=True)
-
-
-def make_row(path: Path, entry: dict[str, Any], root: Path) -> Row:
-    per_seed = entry["per_seed"]
-    hashes = sorted({item["artifact_sha256"] for item in per_seed})
-    artifact = hashes[0][:12] if len(hashes) == 1 else (f"{len(hashes)} artifacts" if hashes else "—")
-    reported = entry["status"] == "reported"
-    source = entry.get("source") or {}
-    return Row(
-        suite=entry["suite"]["name"], suite_version=entry["suite"]["version"], status=entry["status"],
-        poison=label(entry["poison"]), kind=entry["poison"]["kind"], applied=entry["poison"]["applied"],
-        victim=label(entry["victim"]), defense=label(entry["defense"]), summary=entry["summary"],
-        never=None if reported else sum(i["metrics"]["epochs_to_loss_threshold"] is None for i in per_seed),
-        n_seeds=None if reported else len(per_seed), loss_threshold=entry["loss_threshold"],
-        artifact=artifact, date=entry["date"][:10],
-        reference=str(source.get("reference") or ""), detail=str(source.get("detail") or ""), path=path.relative_to(root).as_posix())
-
-
-def ranked(rows: list[Row]) -> list[Row]:
-    """By suite, then ascending peak (missing peaks last), then names (a stable, total order)."""
-    return sorted(rows, key=lambda r: (r.suite, r.peak is None, r.peak or 0.0, r.poison, r.victim,
-                                       r.defense, r.path))
-
-
-def load_rows(root: Path) -> list[Row]:
-    root = Path(root)
-    return ranked([make_row(path, entry, root) for path, entry in load_entries(root)])
+__all__ = ["MEASURED", "Row", "load_rows", "render_markdown", "render_all", "write_rendered", "stale_files"]
 
 
 # -- Markdown ---------------------------------------------------------------------------------
@@ -105,55 +41,68 @@ def md(text: Any) -> str:
     return re.sub(r"\r\n|\r|\n", "<br>", escaped)
 
 
+def _name_cell(name: str, detail: str) -> str:
+    """The short name, and under it (smaller) the params that differ from the preset's defaults."""
+    return md(name) + (f"<br><sub>{md(detail)}</sub>" if detail else "")
+
+
+def _paper_cell(row: Row) -> str:
+    if not row.paper or not row.paper.get("url"):
+        return md(row.cite())
+    url = str(row.paper["url"]).replace(" ", "%20").replace(")", "%29").replace("|", "%7C")
+    return f"[{md(row.cite())}]({html.escape(url, quote=True)})"
+
+
 def _md_table(rows: list[Row], *, reported: bool) -> list[str]:
     thr = rows[0].loss_threshold
     if reported:
-        head = ["#", "poison", "detail", "kind", "applied", "victim", "peak %", "final %", "source"]
+        head = ["#", "poison", "victim", "peak %", "final %", "final flatters by (pt)", "detail",
+                "source", "paper"]
     else:
-        head = ["#", "poison", "kind", "applied", "victim", "defense", "peak % (n)", "final %",
-                "val-selected %", f"epochs to loss<{thr:g}", "status", "artifact", "date"]
+        head = ["#", "poison", "victim", "defense", "peak %", "val-selected %", "final %",
+                "final flatters by (pt)", "n", f"epochs to loss<{thr:g}", "threat model", "status", "paper"]
     lines = ["| " + " | ".join(md(h) for h in head) + " |", "|" + "---|" * len(head)]
     for rank, row in enumerate(rows, start=1):
+        poison = _name_cell(row.poison, row.poison_detail)
         if reported:
-            cells = [rank, row.poison, row.detail, row.kind, row.applied, row.victim,
-                     row.acc_text("peak_test_acc"), row.acc_text("final_test_acc"), row.reference]
+            cells = [md(rank), poison, md(row.victim), md(row.acc_text("peak_test_acc")),
+                     md(row.acc_text("final_test_acc")), md(row.acc_text("final_flatters_by")),
+                     md(row.detail), md(row.reference), _paper_cell(row)]
         else:
-            cells = [rank, row.poison, row.kind, row.applied, row.victim, row.defense,
-                     row.acc_text("peak_test_acc"), row.acc_text("final_test_acc"),
-                     row.acc_text("selected_test_acc"), row.speed_text(), row.status,
-                     row.artifact, row.date]
-        lines.append("| " + " | ".join(md(c) for c in cells) + " |")
+            cells = [md(rank), poison, md(row.victim), _name_cell(row.defense, row.defense_detail),
+                     md(row.acc_text("peak_test_acc")), md(row.acc_text("val_selected_test_acc")),
+                     md(row.acc_text("final_test_acc")), md(row.acc_text("final_flatters_by")),
+                     md(row.n_seeds), md(row.speed_text()), md(row.threat_model), md(row.status),
+                     _paper_cell(row)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
-
-
-def _by_suite(rows: list[Row]) -> dict[tuple[str, int], list[Row]]:
-    out: dict[tuple[str, int], list[Row]] = {}
-    for row in rows:
-        out.setdefault((row.suite, row.suite_version), []).append(row)
-    return out
 
 
 def render_markdown(rows: list[Row]) -> str:
     lines = [
         "# poisonbench leaderboard", "",
         "<!-- generated by `poisonbench leaderboard render` from entries/; do not edit -->", "",
-        "Poisons ranked by the victim's **peak** clean test accuracy (lower = stronger poison): the",
-        "accuracy a victim who keeps its best epoch gets. Accuracies in %, mean ± std (n seeds).",
-        "*measured* entries come from `poisonbench leaderboard add RUN_DIR`; *verified* ones were",
-        "re-trained from their artifact by `poisonbench leaderboard verify --update` and matched.",
-        "Interactive version: [index.html](index.html).", "",
+        "One row per poison × victim × training-side defense, ranked by the victim's **peak** clean",
+        "test accuracy (lower = stronger poison). The same training is read three ways: *peak* (the",
+        "best epoch — an oracle, the paper's number), *val-selected* (the epoch with the best clean",
+        "validation accuracy — what a realistic defender keeps) and *final* (the last epoch — what",
+        "most papers report); *final flatters by* is peak − final in percentage points. Accuracies in",
+        "%, mean ± std over n seeds. *measured* entries come from `poisonbench leaderboard add RUN_DIR`;",
+        "*verified* ones were re-trained from their artifact by `poisonbench leaderboard verify",
+        "--update` and matched. Interactive version (curves, poison × defense matrix, filters):",
+        "[index.html](index.html).", "",
     ]
     measured = [r for r in rows if r.status in MEASURED]
     reported = [r for r in rows if r.status == "reported"]
     lines += ["## Measured and verified", ""]
     if not measured:
         lines += ["No measured entries yet.", ""]
-    for (suite, version), group in _by_suite(measured).items():
+    for (suite, version), group in by_suite(measured).items():
         lines += [f"### Suite {md(suite)} (version {version})", "", *_md_table(group, reported=False), ""]
     lines += ["## Reported (copied from papers, not measured here)", ""]
     if not reported:
         lines += ["No reported entries.", ""]
-    for (suite, version), group in _by_suite(reported).items():
+    for (suite, version), group in by_suite(reported).items():
         lines += [f"### Suite {md(suite)} (version {version})", "", *_md_table(group, reported=True), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -162,8 +111,6 @@ def render_markdown(rows: list[Row]) -> str:
 
 def render_all(root: Path) -> dict[str, str]:
     """File name (relative to ``root``) → rendered text, for every generated file."""
-    from poisonbench.leaderboard.page import render_html
-
     rows = load_rows(root)
     return {README: render_markdown(rows), INDEX: render_html(rows)}
 
@@ -172,7 +119,7 @@ def write_rendered(root: Path) -> list[Path]:
     written = []
     for name, text in render_all(root).items():
         target = Path(root) / name
-        write_atomic(target, text.encode("utf-8"))
+        atomic_write_bytes(target, text.encode("utf-8"))
         written.append(target)
     return written
 

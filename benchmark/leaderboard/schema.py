@@ -1,12 +1,16 @@
 """The leaderboard entry schema, as code: every problem is reported as (JSON path, message).
 
-Layout of an entry (``schema: 1``)::
+An entry is one poison × victim × training-side defense (``none`` when the victim trains plainly);
+*which epoch the victim keeps* is not part of the key but three columns of every entry, measured
+from the same training. Layout (``schema: 2``)::
 
     status      measured | verified | reported
     suite       {name, version}                      dataset  {name, params}
     protocol    resolved suite blocks {dataset, train, metrics} (null only for reported)
-    victim, defense  {name, params}
-    poison      {name, params, family, kind, applied, plugin: {distribution, version}}
+    victim      {name, params}
+    defense     {name, params[, label, detail, paper]}   the training-side defense, or ``none``
+    poison      {name, params, family, kind, applied, plugin: {distribution, version}
+                 [, label, detail, threat_model, paper: {title, venue, year, url, authors}]}
     loss_threshold   number > 0
     seeds       [int, ...]   -- every seed the suite ran; per_seed has exactly these, once each
     per_seed    [{seed, cell_id, artifact_sha256, metrics, history, wall_s, linf, diverged}]
@@ -14,6 +18,16 @@ Layout of an entry (``schema: 1``)::
     versions    {poisonbench, torch, ...}             hardware {device, ...}
     date        ISO 8601                              source  free-form provenance
     verification  null or what ``leaderboard verify --update`` measured
+
+Metrics, per seed and summarised: ``peak_test_acc``/``peak_epoch`` (the oracle: best clean test
+accuracy of any epoch, the paper's number), ``val_selected_test_acc``/``val_selected_epoch`` (the
+epoch with the best clean *validation* accuracy, what a realistic defender keeps; null without a
+validation split), ``final_test_acc`` (the last epoch, what most papers report),
+``final_flatters_by`` (peak − final: how much reporting the last epoch flatters the poison) and
+``epochs_to_loss_threshold`` (null when never reached). Ties go to the earliest epoch.
+``label``/``detail`` are the short name and the params that differ from the preset's defaults;
+``paper`` is what the plugin declares. Schema 1 entries (selection as a "defense") are upgraded on
+reading (``compat``).
 
 Numbers must be JSON numbers (not strings, not booleans), finite; accuracies are fractions in
 [0, 1]; epochs are integers ≥ 1. ``reported`` entries carry no per-seed data and no artifact hash
@@ -31,12 +45,14 @@ from typing import Any
 
 from poisonbench.errors import BadInput
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("measured", "verified", "reported")
-METRICS = ("peak_test_acc", "peak_epoch", "final_test_acc", "selected_test_acc", "selected_epoch",
-           "epochs_to_loss_threshold")
-ACCURACIES = ("peak_test_acc", "final_test_acc", "selected_test_acc")
-EPOCHS = ("peak_epoch", "selected_epoch", "epochs_to_loss_threshold")
+METRICS = ("peak_test_acc", "peak_epoch", "val_selected_test_acc", "val_selected_epoch", "final_test_acc",
+           "final_flatters_by", "epochs_to_loss_threshold")
+ACCURACIES = ("peak_test_acc", "val_selected_test_acc", "final_test_acc", "final_flatters_by")
+EPOCHS = ("peak_epoch", "val_selected_epoch", "epochs_to_loss_threshold")
+NULLABLE = ("val_selected_test_acc", "val_selected_epoch", "epochs_to_loss_threshold")
+PAPER_KEYS = ("title", "venue", "year", "url")
 CURVES = ("train_loss", "train_acc", "test_acc", "val_acc", "lr")  # lr: the rate of each epoch
 KINDS = ("max", "min", "random", "baseline")
 APPLIED = ("class", "sample")
@@ -110,6 +126,13 @@ class _Checker:
         if self.obj(value, path, ("name", "params")):
             self.text(value.get("name"), f"{path}.name")
             self.obj(value.get("params"), f"{path}.params")
+            for key in ("label", "detail"):
+                if key in value and not isinstance(value[key], str):
+                    self.fail(f"{path}.{key}", f"must be a string, got {_kind(value[key])}")
+            if self.obj(value.get("paper"), f"{path}.paper", PAPER_KEYS, nullable=True):
+                for key in ("title", "venue", "url"):
+                    self.text(value["paper"].get(key), f"{path}.paper.{key}")
+                self.number(value["paper"].get("year"), f"{path}.paper.year", low=1900, integer=True)
 
 
 def _kind(value: Any) -> str:
@@ -168,6 +191,7 @@ def _check_poison(c: _Checker, poison: Any, *, reported: bool) -> None:
     c.text(poison.get("family"), "$.poison.family", nullable=True)
     c.text(poison.get("kind"), "$.poison.kind", choices=KINDS)
     c.text(poison.get("applied"), "$.poison.applied", choices=APPLIED)
+    c.text(poison.get("threat_model"), "$.poison.threat_model", nullable=True)
     if c.obj(poison.get("plugin"), "$.poison.plugin", ("distribution", "version"), nullable=reported):
         c.text(poison["plugin"].get("distribution"), "$.poison.plugin.distribution")
         c.text(poison["plugin"].get("version"), "$.poison.plugin.version")
@@ -232,10 +256,9 @@ def _check_seeds(c: _Checker, entry: dict, *, reported: bool) -> None:
 
 def _check_metrics(c: _Checker, metrics: dict, path: str) -> None:
     for key in ACCURACIES:
-        c.number(metrics.get(key), f"{path}.{key}", low=0, high=1)
+        c.number(metrics.get(key), f"{path}.{key}", low=0, high=1, nullable=key in NULLABLE)
     for key in EPOCHS:
-        c.number(metrics.get(key), f"{path}.{key}", low=1, integer=True,
-                 nullable=key == "epochs_to_loss_threshold")
+        c.number(metrics.get(key), f"{path}.{key}", low=1, integer=True, nullable=key in NULLABLE)
 
 
 def _check_history(c: _Checker, history: Any, path: str) -> None:
@@ -270,7 +293,7 @@ def _check_summary(c: _Checker, summary: Any, *, reported: bool) -> None:
             continue
         high = 1 if key in ACCURACIES else None
         low = 0 if key in ACCURACIES else 1
-        required = key in ("peak_test_acc",) or (not reported and key in ACCURACIES)
+        required = key == "peak_test_acc" or (not reported and key in ACCURACIES and key not in NULLABLE)
         c.number(stat.get("mean"), f"{path}.mean", low=low, high=high, nullable=not required)
         c.number(stat.get("std"), f"{path}.std", low=0, nullable=True)
         c.number(stat.get("n"), f"{path}.n", low=0, integer=True, nullable=reported)
@@ -284,15 +307,34 @@ def _close(a: Any, b: Any) -> bool:
     return abs(float(a) - float(b)) <= 1e-9 * (1.0 + abs(float(b)))
 
 
-def derive_metrics(history: dict, *, loss_threshold: float, selected_epoch: int) -> dict[str, Any]:
-    """The metrics a cell's curves imply (peak = first maximum, as the early-stopping defense picks)."""
-    acc, loss = history["test_acc"], history["train_loss"]
-    peak = max(acc)
-    reached = next((e + 1 for e, v in enumerate(loss) if v is not None and v < loss_threshold), None)
-    selected = acc[selected_epoch - 1] if 1 <= selected_epoch <= len(acc) else None
-    return {"peak_test_acc": peak, "peak_epoch": acc.index(peak) + 1, "final_test_acc": acc[-1],
-            "selected_test_acc": selected, "selected_epoch": selected_epoch,
-            "epochs_to_loss_threshold": reached}
+def first_best(values: list[Any] | None) -> int | None:
+    """1-based epoch of the first maximum of ``values`` (None/NaN never win); None when empty."""
+    best, best_epoch = -math.inf, None
+    for epoch, value in enumerate(values or [], start=1):
+        if value is not None and value == value and value > best:
+            best, best_epoch = value, epoch
+    return best_epoch
+
+
+def derive_metrics(history: dict, *, loss_threshold: float) -> dict[str, Any]:
+    """The three selections and the learning speed the curves of one training imply.
+
+    Peak, final and the loss threshold come from ``results.cell_metrics`` (the run's own rule);
+    the val-selected epoch is the first best of ``history["val_acc"]``.
+    """
+    from poisonbench.results import cell_metrics
+
+    acc = history["test_acc"]
+    losses = [math.nan if v is None else v for v in history["train_loss"]]
+    val_epoch = first_best(history.get("val_acc"))
+    base = cell_metrics({**history, "train_loss": losses}, selected_epoch=val_epoch or len(acc),
+                        loss_threshold=loss_threshold)
+    return {"peak_test_acc": base["peak_test_acc"], "peak_epoch": base["peak_epoch"],
+            "val_selected_test_acc": base["selected_test_acc"] if val_epoch else None,
+            "val_selected_epoch": val_epoch,
+            "final_test_acc": base["final_test_acc"],
+            "final_flatters_by": base["peak_test_acc"] - base["final_test_acc"],
+            "epochs_to_loss_threshold": base["epochs_to_loss_threshold"]}
 
 
 def consistency_problems(entry: dict) -> Problems:
@@ -309,8 +351,7 @@ def consistency_problems(entry: dict) -> Problems:
     per_seed = entry["per_seed"]
     for i, item in enumerate(per_seed):
         metrics = item["metrics"]
-        implied = derive_metrics(item["history"], loss_threshold=entry["loss_threshold"],
-                                 selected_epoch=metrics["selected_epoch"])
+        implied = derive_metrics(item["history"], loss_threshold=entry["loss_threshold"])
         for key in METRICS:
             if not _close(metrics[key], implied[key]):
                 problems.append((f"$.per_seed[{i}].metrics.{key}",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonbench.errors import BadInput, PoisonbenchError
-from poisonbench.leaderboard.schema import ACCURACIES, consistency_problems
+from poisonbench.leaderboard.schema import ACCURACIES, CURVES, consistency_problems, derive_metrics
 from poisonbench.leaderboard.store import read_entry, write_entry
 
 EXACT = 1e-9
@@ -124,7 +124,8 @@ def _resolved_suite(entry: dict[str, Any], index: int) -> dict[str, Any]:
 
 
 def _component(value: dict[str, Any]) -> dict[str, Any]:
-    return {"name": value["name"], "params": dict(value.get("params") or {})}
+    extra = {"fraction": value["fraction"]} if value.get("fraction") is not None else {}  # partial poison
+    return {"name": value["name"], "params": dict(value.get("params") or {}), **extra}
 
 
 def _obtain_artifact(entry, index, *, artifact_path, catalog, data, cache_dir, device):
@@ -141,7 +142,8 @@ def _obtain_artifact(entry, index, *, artifact_path, catalog, data, cache_dir, d
                                      f"{artifact_path} has sha256 {actual}")
         artifact = read_artifact(artifact_path)
         instance = catalog.poisons.create(entry["poison"]["name"], entry["poison"]["params"])
-        check_artifact(artifact, data.train, budget=instance.budget(), threat_model=instance.threat_model,
+        check_artifact(artifact, data.train, budget=instance.budget_for(tuple(data.train.images.shape[1:])),
+                       threat_model=instance.threat_model,
                        source=str(artifact_path), fingerprint=data.fingerprint)
         return artifact
     job = CraftJob("verify", _component(entry["poison"]), item["seed"])
@@ -156,12 +158,19 @@ def retrain(entry: dict[str, Any], index: int, *, artifact, catalog, data, devic
     """Re-train the entry's seed ``index`` on ``artifact`` with the runner's own cell function."""
     from poisonbench.runner import TrainingGroup, run_training_group
 
+    from poisonbench.suite.defense_chains import identity_notes, training_chain
+
     item = entry["per_seed"][index]
-    defense = catalog.defenses.create(entry["defense"]["name"], entry["defense"]["params"])
+    defense = _component(entry["defense"])
+    if entry["defense"].get("chain"):
+        defense["chain"] = [_component(member) for member in entry["defense"]["chain"]]
+    chain = training_chain(defense, catalog)  # the runner's own rule: none -> [], identity dropped
+    identity = identity_notes(chain, catalog, tuple(data.train.images.shape[1:]))
+    chain = [member for member in chain if member["name"] not in identity]
     group = TrainingGroup(group_id="verify", craft_id="verify", victim=_component(entry["victim"]),
                           poison=_component(entry["poison"]), seed=item["seed"],
-                          cells=[(item["cell_id"], _component(entry["defense"]))],
-                          transform_defense=_component(entry["defense"]) if defense.transforms_data else None)
+                          cells=[(item["cell_id"], defense)], transform_defense=defense if chain else None,
+                          chain=chain)
     with tempfile.TemporaryDirectory(prefix="poisonbench-verify-") as tmp:
         records = run_training_group(suite_resolved=_resolved_suite(entry, index), group=group,
                                      run_dir=Path(tmp), device=device, catalog=catalog, data=data,
@@ -195,6 +204,10 @@ def verify_entry(path: Path, *, catalog, artifact_path: Path | None = None, seed
     artifact = _obtain_artifact(entry, index, artifact_path=artifact_path, catalog=catalog, data=data,
                                 cache_dir=cache_dir, device=device)
     record = retrain(entry, index, artifact=artifact, catalog=catalog, data=data, device=device)
+    history = {k: v for k, v in (record.get("history") or {}).items() if k in CURVES and v is not None}
+    history["train_loss"] = [v if v == v and abs(v) != float("inf") else None for v in history["train_loss"]]
+    record = {**record, "history": history,  # the entry's metrics come from its curves: so do these
+              "metrics": derive_metrics(history, loss_threshold=entry["loss_threshold"])}
     rows, failures = compare(entry["per_seed"][index], record, index=index, exact=exact, tolerance_pt=tolerance)
     if failures:
         raise VerificationFailed(failures[0] + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""))

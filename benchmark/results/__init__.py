@@ -1,6 +1,6 @@
 """The run directory on disk: ``cells.jsonl`` records, ``manifest.json``, the run lock, cell metrics.
 
-Contract (DESIGN.md): ``DIR/cells.jsonl`` holds one JSON object per finished cell, one complete line
+Contract (docs/formats.md): ``DIR/cells.jsonl`` holds one JSON object per finished cell, one complete line
 at a time (written with a single ``write`` + flush + fsync), so a reader never sees half a record; a
 reader ignores an unterminated last line (a writer killed mid-line) and the next append starts on a
 fresh line. ``DIR/manifest.json`` is rewritten atomically (temp file + ``os.replace``).
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonbench.errors import ArtifactError, BadInput
+from poisonbench.util.files import atomic_write_json
 
 CELLS_FILE = "cells.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -85,20 +86,51 @@ def finished_cell_ids(run_dir: Path) -> set[str]:
 
 # -- metrics ----------------------------------------------------------------------------------
 
+def finite(value: Any) -> bool:
+    """True for a real, finite number; False for None, NaN and ±inf.
+
+    The one rule for non-finite values in curves (run records and leaderboard entries alike): a NaN,
+    infinite or missing training loss never counts as "below the loss threshold" (a diverged epoch
+    has not learned anything), and a non-finite accuracy is never the peak.
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def cell_metrics(history: dict[str, list[float]], *, selected_epoch: int,
-                 loss_threshold: float) -> dict[str, Any]:
-    """The contract's per-cell metrics from a history (1-based epochs, fractions in [0, 1])."""
+                 loss_threshold: float, speed_epochs: int = 5) -> dict[str, Any]:
+    """The contract's per-cell metrics from a history (1-based epochs, fractions in [0, 1]).
+
+    Plus the threshold-free learning speed (``early_loss``, ``early_loss_epochs``; see
+    ``poisonbench.results.speed``). Every training reports three selections: ``peak_test_acc``
+    (oracle), ``val_selected_test_acc`` (the epoch of best clean validation accuracy, earliest on
+    ties; null without a validation split) and ``final_test_acc``; ``selected_test_acc`` is the
+    legacy single selection of the cell's ``select_epoch``.
+    """
+    from poisonbench.results.speed import learning_speed
+
+    speed = learning_speed(history, speed_epochs=speed_epochs)
     test = history["test_acc"]
     if not test:
         return {"peak_test_acc": None, "peak_epoch": None, "final_test_acc": None,
-                "selected_test_acc": None, "selected_epoch": None, "epochs_to_loss_threshold": None}
-    peak_epoch = max(range(len(test)), key=lambda i: (test[i], -i)) + 1  # ties: earliest epoch
+                "selected_test_acc": None, "selected_epoch": None, "epochs_to_loss_threshold": None,
+                "val_selected_test_acc": None, "val_selected_epoch": None, **speed}
+    # ties: earliest epoch; a non-finite or missing accuracy never wins
+    peak_epoch = max(range(len(test)), key=lambda i: (test[i] if finite(test[i]) else -math.inf, -i)) + 1
     threshold_epoch = next((i + 1 for i, loss in enumerate(history["train_loss"])
-                            if math.isfinite(loss) and loss < loss_threshold), None)
+                            if finite(loss) and loss < loss_threshold), None)
     selected_epoch = min(max(1, int(selected_epoch)), len(test))
     return {"peak_test_acc": test[peak_epoch - 1], "peak_epoch": peak_epoch,
             "final_test_acc": test[-1], "selected_test_acc": test[selected_epoch - 1],
-            "selected_epoch": selected_epoch, "epochs_to_loss_threshold": threshold_epoch}
+            "selected_epoch": selected_epoch, "epochs_to_loss_threshold": threshold_epoch,
+            **_val_selected(test, history.get("val_acc")), **speed}
+
+
+def _val_selected(test: list[float], val: list[float] | None) -> dict[str, Any]:
+    """The test accuracy at the epoch of best validation accuracy (earliest on ties; NaN lowest)."""
+    if not val or len(val) != len(test):
+        return {"val_selected_test_acc": None, "val_selected_epoch": None}
+    epoch = max(range(len(val)), key=lambda i: (val[i] if val[i] == val[i] else float("-inf"), -i)) + 1
+    return {"val_selected_test_acc": test[epoch - 1], "val_selected_epoch": epoch}
 
 
 # -- manifest ---------------------------------------------------------------------------------
@@ -109,7 +141,7 @@ def now_iso() -> str:
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Atomically (re)write ``run_dir/manifest.json``."""
-    write_json_atomic(Path(run_dir) / MANIFEST_FILE, manifest)
+    atomic_write_json(Path(run_dir) / MANIFEST_FILE, manifest)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
@@ -123,18 +155,6 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: a run manifest must be a JSON object")
     return data
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def build_manifest(*, suite_resolved: dict[str, Any], catalog: Any, device: dict[str, Any],

@@ -3,6 +3,8 @@
 fig1: epochs until the training loss falls below the threshold vs peak test accuracy, coloured by
       class-/sample-wise and marked by kind (the paper's Fig. 1: faster-learned poisons are
       stronger). Groups that never reached the threshold sit at the right edge, hollow.
+      fig1_early_loss_vs_peak: the same against the threshold-free mean training loss of the
+      first k epochs (every training has a value); fig1_clean_level_vs_peak when configured.
 fig2: final vs peak test accuracy with the y = x line (distance below it is what early stopping
       recovers from the poison).
 fig5: mean training-loss and test-accuracy curves per poison.
@@ -15,12 +17,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from poisonbench.results.report import Group, distinct_trainings, label, short_label
+from poisonbench.util.files import atomic_write_bytes
 
 COLOURS = {"class": "#d62728", "sample": "#1f77b4"}
 MARKERS = {"max": "o", "min": "s", "random": "^", "baseline": "*"}
@@ -46,36 +47,32 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
         with matplotlib.rc_context({"svg.hashsalt": "poisonbench", "svg.fonttype": "none"}):
             fig.savefig(buffer, format=fmt, metadata=metadata)
         target = out_dir / f"{stem}.{fmt}"
-        write_atomic(target, buffer.getvalue())
+        atomic_write_bytes(target, buffer.getvalue())
         paths.append(target)
     return paths
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _point_labels(groups: list[Group]) -> list[str]:
-    """The poison label, plus victim/defense when the run has more than one of them."""
+    """Short labels that fit next to a point: the poison's preset name (never its full params), plus
+    victim/defense when the run has more than one; equal names are numbered (``pgd``, ``pgd #2``)."""
     many_victims = len({label(g.victim) for g in groups}) > 1
     many_defenses = len({label(g.defense) for g in groups}) > 1
-    labels = []
+    labels, seen = [], {}
     for group in groups:
-        parts = [label(group.poison)]
+        parts = [short_label(group.poison, 16)]
         if many_victims:
-            parts.append(label(group.victim))
+            parts.append(short_label(group.victim, 12))
         if many_defenses:
-            parts.append(label(group.defense))
-        labels.append(short_label(" / ".join(parts), 40))
+            parts.append(short_label(group.defense, 12))
+        text = " / ".join(parts)
+        seen[text] = seen.get(text, 0) + 1
+        labels.append(text if seen[text] == 1 else f"{text} #{seen[text]}")
     return labels
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    """A legend right of the axes, so it never covers a point or a curve."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
 
 
 def _legend_handles():
@@ -86,10 +83,17 @@ def _legend_handles():
     return handles
 
 
-def fig1_speed_vs_peak(groups: list[Group], *, threshold: float, corr: dict[str, Any]):
+def fig1_speed_vs_peak(groups: list[Group], *, threshold: float, corr: dict[str, Any],
+                       measure: str = "epochs_to_loss_threshold", speed_epochs: int = 5,
+                       clean_epoch: int | None = None):
+    """Fig. 1 against ``measure``: the paper's epochs-to-threshold (default) or ``early_loss`` /
+    ``epochs_to_clean_level`` (``poisonbench.results.speed``)."""
+    if measure != "epochs_to_loss_threshold":
+        return _fig1_by_measure(groups, corr=corr, measure=measure, speed_epochs=speed_epochs,
+                                threshold=threshold, clean_epoch=clean_epoch)
     from matplotlib.ticker import MaxNLocator
 
-    fig = _new_figure(7.0, 5.0)
+    fig = _new_figure(8.0, 5.0)  # the legend sits right of the axes
     ax = fig.add_subplot()
     reached = [g.stats["epochs_to_loss_threshold"].mean for g in groups if not g.never_reached]
     epochs = max((len((r.get("history") or {}).get("train_loss") or []) for g in groups for r in g.records),
@@ -115,9 +119,36 @@ def fig1_speed_vs_peak(groups: list[Group], *, threshold: float, corr: dict[str,
     if corr.get("spearman_r") is not None:
         title += f"\nSpearman ρ = {corr['spearman_r']:.2f} (p = {corr['spearman_p']:.2g}, n = {corr['n']})"
     ax.set(title=title, xlabel=f"epochs until training loss < {threshold:g}", ylabel="peak test accuracy (%)")
-    ax.legend(handles=_legend_handles(), fontsize=7, loc="best")
+    _legend_outside(ax, handles=_legend_handles(), fontsize=7)
     ax.set_xlim(0, edge + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _fig1_by_measure(groups: list[Group], *, corr: dict[str, Any], measure: str, speed_epochs: int,
+                     threshold: float, clean_epoch: int | None):
+    """Fig. 1 with another speed measure on x; a group lacking a value in some seed is not drawn."""
+    from poisonbench.results.speed import measure_label
+
+    fig = _new_figure(8.0, 5.0)  # the legend sits right of the axes
+    ax = fig.add_subplot()
+    for group, text in zip(groups, _point_labels(groups), strict=True):
+        peak, speed = group.stats["peak_test_acc"], group.stats[measure]
+        if peak.mean is None or speed.mean is None or speed.n < len(group.records):
+            continue
+        colour = COLOURS.get(group.poison.get("applied"), "grey")
+        ax.errorbar(speed.mean, 100 * peak.mean, yerr=100 * (peak.std or 0.0), xerr=speed.std or 0.0,
+                    marker=MARKERS.get(group.poison.get("kind"), "D"), ms=7, ls="", capsize=2,
+                    color=colour)
+        ax.annotate(text, (speed.mean, 100 * peak.mean), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    xlabel = measure_label(measure, k=speed_epochs, threshold=threshold, clean_epoch=clean_epoch)
+    title = "Learning speed vs peak accuracy"
+    if corr.get("spearman_r") is not None:
+        title += f"\nSpearman ρ = {corr['spearman_r']:.2f} (p = {corr['spearman_p']:.2g}, n = {corr['n']})"
+    ax.set(title=title, xlabel=xlabel + " (lower = learned faster)", ylabel="peak test accuracy (%)")
+    _legend_outside(ax, handles=_legend_handles(), fontsize=7)
     ax.grid(alpha=0.3)
     return fig
 
@@ -136,7 +167,7 @@ def fig2_final_vs_peak(groups: list[Group]):
     ax.plot([0, 100], [0, 100], color="black", lw=0.8, ls="--", label="y = x")
     ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="peak test accuracy (%)",
            ylabel="final test accuracy (%)", title="Final vs peak test accuracy")
-    ax.legend(handles=_legend_handles(), fontsize=7, loc="upper left")
+    _legend_outside(ax, handles=_legend_handles(), fontsize=7)
     ax.grid(alpha=0.3)
     return fig
 
@@ -154,7 +185,7 @@ def _mean_curve(group: Group, key: str) -> list[float]:
 
 
 def fig5_curves(groups: list[Group], *, threshold: float):
-    fig = _new_figure(11.0, 4.5)
+    fig = _new_figure(12.5 if len(groups) > 12 else 11.5, 4.5)  # room for the legend beside the axes
     loss_ax, acc_ax = fig.subplots(1, 2)
     styles = ["-", "--", ":", "-."]
     for i, (group, text) in enumerate(zip(groups, _point_labels(groups), strict=True)):
@@ -168,13 +199,17 @@ def fig5_curves(groups: list[Group], *, threshold: float):
     acc_ax.set(xlabel="epoch", ylabel="clean test accuracy (%)", title="Test accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=6, ncol=2 if len(groups) > 12 else 1, loc="best")
+    _legend_outside(acc_ax, fontsize=6, ncol=2 if len(groups) > 12 else 1)
     return fig
 
 
 def write_figures(groups: list[Group], out_dir: str | Path, *, threshold: float,
-                  corr: dict[str, Any]) -> list[Path]:
+                  corr: dict[str, Any], corrs: dict[str, dict[str, Any]] | None = None,
+                  speed_epochs: int = 5, clean_epoch: int | None = None) -> list[Path]:
     """Draw fig1, fig2 and fig5 for ``groups`` into ``out_dir``; returns the files written.
+
+    ``corrs`` (the report's ``correlations``) adds Fig. 1 against each other learning-speed
+    measure: ``fig1_early_loss_vs_peak`` (threshold-free) and ``fig1_clean_level_vs_peak``.
 
     Peak, final and the curves do not depend on a defense that only selects an epoch, so each
     distinct training is drawn once.
@@ -184,6 +219,12 @@ def write_figures(groups: list[Group], out_dir: str | Path, *, threshold: float,
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     paths += _save(fig1_speed_vs_peak(groups, threshold=threshold, corr=corr), out, "fig1_speed_vs_peak")
+    for measure, stem in (("early_loss", "fig1_early_loss_vs_peak"),
+                          ("epochs_to_clean_level", "fig1_clean_level_vs_peak")):
+        if corrs and measure in corrs:
+            fig = fig1_speed_vs_peak(groups, threshold=threshold, corr=corrs[measure], measure=measure,
+                                     speed_epochs=speed_epochs, clean_epoch=clean_epoch)
+            paths += _save(fig, out, stem)
     paths += _save(fig2_final_vs_peak(groups), out, "fig2_final_vs_peak")
     paths += _save(fig5_curves(groups, threshold=threshold), out, "fig5_curves")
     return paths

@@ -1,6 +1,6 @@
 """Aggregate a run directory into a ranking by peak accuracy and the learning-speed correlation.
 
-A run directory (DESIGN.md) holds ``manifest.json`` and ``cells.jsonl``. Cells are grouped by
+A run directory (docs/formats.md) holds ``manifest.json`` and ``cells.jsonl``. Cells are grouped by
 (poison with its params, victim, defense); every metric gets mean ± std (n) over the group's seeds
 (std is the sample standard deviation, ddof=1, and null for a single seed).
 
@@ -9,14 +9,21 @@ a diverged cell (the runner marks ``diverged``, or a non-finite training loss) i
 first: diverged groups come last, flagged, because a victim whose training blew up says nothing
 about the poison.
 
-Correlation (the paper's Fig. 1): Spearman and Pearson between the group's mean epochs until the
-training loss falls below the suite's threshold and its mean peak accuracy, one point per distinct
+Correlation (the paper's Fig. 1): Spearman and Pearson between a group's mean learning speed and its
+mean peak accuracy, for each measure of ``poisonbench.results.speed`` (``correlations``): the
+threshold-free ``early_loss`` (mean training loss of the first k epochs; every training has one),
+the paper's epochs until the loss falls below the threshold (``correlation``, kept under its old key)
+and, when configured, epochs until the clean run's level. For the threshold measure: one point per distinct
 training (defenses that only select an epoch share one), over the groups that
 (a) are poisons (``kind`` not ``baseline``: the clean reference is no poison), (b) did not diverge
 and (c) reached the threshold in *every* seed. A group that never reached it (in any seed) has no
 learning speed to correlate -- its value is censored, and imputing the epoch count would invent a
 number -- so it is left out and listed under ``excluded`` with the reason. Fewer than 3 points give
-null coefficients.
+null coefficients. The other measures leave out a group only where a seed has no value, and say so.
+
+Flattery (the paper's headline as a column): per cell ``peak_minus_final`` and
+``val_selected_minus_final`` -- how much better the poison looks when judged by the final epoch
+than by the oracle peak or by the epoch a clean validation split selects.
 """
 
 from __future__ import annotations
@@ -30,9 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from poisonbench.errors import BadInput
+from poisonbench.results.labels import display, label, short_label  # noqa: F401 (re-exported)
+from poisonbench.results.speed import DEFAULT_SPEED_EPOCHS, annotate_clean_level, learning_speed
 
 METRICS = ("peak_test_acc", "peak_epoch", "final_test_acc", "selected_test_acc", "selected_epoch",
-           "epochs_to_loss_threshold")
+           "epochs_to_loss_threshold", "early_loss", "epochs_to_clean_level", "peak_minus_final",
+           "val_selected_minus_final")
+# The learning-speed measures a report correlates with peak accuracy (poisonbench.results.speed).
+SPEED_MEASURES = ("early_loss", "epochs_to_loss_threshold", "epochs_to_clean_level")
 ACCURACY_METRICS = ("peak_test_acc", "final_test_acc", "selected_test_acc")
 DEFAULT_LOSS_THRESHOLD = 0.5
 MIN_CORRELATION_POINTS = 3
@@ -75,6 +87,19 @@ class Run:
         metrics = self.suite.get("metrics") or {}
         return float(metrics.get("loss_threshold", DEFAULT_LOSS_THRESHOLD))
 
+    @property
+    def speed_epochs(self) -> int:
+        """k of the threshold-free measure (the records' own k when they carry one)."""
+        used = [(r.get("metrics") or {}).get("early_loss_epochs") for r in self.records]
+        used = [k for k in used if isinstance(k, int)]
+        metrics = self.suite.get("metrics") or {}
+        return max(used) if used else int(metrics.get("speed_epochs", DEFAULT_SPEED_EPOCHS))
+
+    @property
+    def clean_level_epoch(self) -> int | None:
+        value = (self.suite.get("metrics") or {}).get("clean_level_epoch")
+        return int(value) if value is not None else None
+
 
 @dataclass
 class Group:
@@ -115,24 +140,6 @@ class Group:
             "linf": max(linf) if linf else None,
             "metrics": {m: s.to_json() for m, s in self.stats.items()},
         }
-
-
-def label(component: dict[str, Any] | str | None) -> str:
-    """``name`` or ``name[k=v,...]``, the same label suites use for a component."""
-    if component is None:
-        return "?"
-    if isinstance(component, str):
-        return component
-    params = component.get("params") or {}
-    name = str(component.get("name", "?"))
-    if not params:
-        return name
-    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + "]"
-
-
-def short_label(text: str, width: int = 32) -> str:
-    """A label cut to ``width`` characters for tables and figures (long params make long labels)."""
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def manifest_suite(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +198,39 @@ def load_run(run_dir: str | Path) -> Run:
         records = _read_cells(cells)
     else:
         records = list(read_records(path))
-    return Run(path, manifest, records)
+    run = Run(path, manifest, records)
+    annotate_records(run)
+    return run
+
+
+def annotate_records(run: Run) -> None:
+    """Derived per-cell metrics a record may lack (older runs), added in memory, never written:
+    ``early_loss`` (threshold-free speed), ``epochs_to_clean_level``, and how far the final
+    accuracy flatters the poison: ``peak_minus_final`` and ``val_selected_minus_final``."""
+    for record in run.records:
+        metrics = record.setdefault("metrics", {})
+        history = record.get("history") or {}
+        if "early_loss" not in metrics:
+            metrics.update(learning_speed(history, speed_epochs=run.speed_epochs))
+        peak, final = metrics.get("peak_test_acc"), metrics.get("final_test_acc")
+        metrics["peak_minus_final"] = None if peak is None or final is None else peak - final
+        chosen = val_selected_acc(record)
+        metrics["val_selected_minus_final"] = None if chosen is None or final is None else chosen - final
+    annotate_clean_level(run.records, clean_epoch=run.clean_level_epoch)
+
+
+def val_selected_acc(record: dict[str, Any]) -> float | None:
+    """Test accuracy at the epoch of best clean validation accuracy (earliest on ties); None
+    without a validation curve. Reads the record's own ``val_selected_test_acc`` when it has one."""
+    metrics = record.get("metrics") or {}
+    if metrics.get("val_selected_test_acc") is not None:
+        return float(metrics["val_selected_test_acc"])
+    history = record.get("history") or {}
+    val, test = history.get("val_acc") or [], history.get("test_acc") or []
+    if not val or len(val) > len(test):
+        return None
+    best = max(range(len(val)), key=lambda i: (val[i], -i))
+    return float(test[best])
 
 
 # -- aggregation ------------------------------------------------------------------------------
@@ -237,21 +276,42 @@ def distinct_trainings(groups: list[Group]) -> list[Group]:
     return out
 
 
-def correlation(groups: list[Group]) -> dict[str, Any]:
-    """Spearman and Pearson of mean epochs-until-threshold vs mean peak accuracy (see module doc).
+def correlation(groups: list[Group], measure: str = "epochs_to_loss_threshold") -> dict[str, Any]:
+    """Spearman and Pearson of a mean learning-speed ``measure`` vs mean peak accuracy (module doc).
 
     Pooled over every distinct (poison, victim) training; with several victims, ``by_victim``
     holds the same object per victim (the paper's claim is per victim).
     """
     distinct = distinct_trainings(groups)
-    out = _correlate(distinct)
+    out = _correlate(distinct, measure)
     victims = sorted({label(g.victim) for g in distinct})
     if len(victims) > 1:
-        out["by_victim"] = {v: _correlate([g for g in distinct if label(g.victim) == v]) for v in victims}
+        out["by_victim"] = {v: _correlate([g for g in distinct if label(g.victim) == v], measure)
+                            for v in victims}
     return out
 
 
-def _correlate(groups: list[Group]) -> dict[str, Any]:
+def correlations(groups: list[Group], *, clean_level: bool) -> dict[str, dict[str, Any]]:
+    """``correlation`` for every learning-speed measure (the clean-relative one when configured)."""
+    return {m: correlation(groups, m) for m in SPEED_MEASURES
+            if m != "epochs_to_clean_level" or clean_level}
+
+
+def _missing(group: Group, measure: str) -> str | None:
+    """Why ``group`` has no value of ``measure`` in some seed (None when every seed has one)."""
+    values = [(r.get("metrics") or {}).get(measure) for r in group.records]
+    missing = sum(v is None for v in values)
+    if not missing:
+        return None
+    where = f"in {missing}/{len(values)} seeds"
+    if measure == "epochs_to_loss_threshold":
+        return f"loss never fell below the threshold {where}"
+    if measure == "epochs_to_clean_level":
+        return f"no clean run to compare with, or never reached the clean run's level {where}"
+    return f"no finite training loss in the first epochs {where}"
+
+
+def _correlate(groups: list[Group], measure: str = "epochs_to_loss_threshold") -> dict[str, Any]:
     xs, ys, excluded = [], [], []
     for group in groups:
         reason = None
@@ -259,17 +319,17 @@ def _correlate(groups: list[Group]) -> dict[str, Any]:
             reason = "baseline, not a poison"
         elif group.diverged:
             reason = "diverged"
-        elif group.never_reached:
-            reason = f"loss never fell below the threshold in {group.never_reached}/{len(group.records)} seeds"
+        elif (missing := _missing(group, measure)) is not None:
+            reason = missing
         elif group.stats["peak_test_acc"].mean is None:
             reason = "no peak accuracy"
         if reason:
             excluded.append({"poison": label(group.poison), "victim": label(group.victim),
                              "defense": label(group.defense), "reason": reason})
             continue
-        xs.append(group.stats["epochs_to_loss_threshold"].mean)
+        xs.append(group.stats[measure].mean)
         ys.append(group.stats["peak_test_acc"].mean)
-    out: dict[str, Any] = {"spearman_r": None, "spearman_p": None, "pearson_r": None,
+    out: dict[str, Any] = {"measure": measure, "spearman_r": None, "spearman_p": None, "pearson_r": None,
                            "pearson_p": None, "n": len(xs), "excluded": excluded}
     if len(xs) < MIN_CORRELATION_POINTS:
         return out
@@ -290,12 +350,19 @@ def _correlate(groups: list[Group]) -> dict[str, Any]:
 def build_report(run: Run) -> dict[str, Any]:
     """The JSON report: ranking (rank 1 = strongest poison) and correlation."""
     ranked = rank_groups(group_records(run.records))
+    names = {label(p): p["label"] for p in run.suite.get("poisons") or []  # the suite's `label:`s
+             if isinstance(p, dict) and isinstance(p.get("label"), str)}
     ranking = []
     for position, group in enumerate(ranked, start=1):
-        ranking.append({"rank": position, **group.to_json()})
+        row = {"rank": position, **group.to_json()}
+        if names.get(row["poison"]):
+            row["label"] = names[row["poison"]]
+        ranking.append(row)
     return {"run_dir": str(run.path), "suite": run.suite.get("suite"),
-            "loss_threshold": run.loss_threshold, "cells": len(run.records),
-            "ranking": ranking, "correlation": correlation(ranked)}
+            "loss_threshold": run.loss_threshold, "speed_epochs": run.speed_epochs,
+            "clean_level_epoch": run.clean_level_epoch, "cells": len(run.records),
+            "ranking": ranking, "correlation": correlation(ranked),
+            "correlations": correlations(ranked, clean_level=run.clean_level_epoch is not None)}
 
 
 # -- formatting -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Attack transferability (the paper's Table 2): how many poison images clean-trained victims misclassify.
 
-Sandoval-Segura et al. (2022, §4.2): "attack transferability is measured by computing the fraction of
+Sandoval-Segura et al. (CVPR Workshops 2022, Section 4.2): "attack transferability is measured by computing the fraction of
 examples in the poison which are misclassified by the victim network", for ResNet-18, VGG-19,
 MobileNet and GoogLeNet trained on clean CIFAR-10 for 200 epochs. ``poisonbench transfer SUITE``
 runs it: every suite victim is trained once per seed on the suite's clean training set under the
@@ -62,13 +62,14 @@ def clean_victim(*, suite: Suite, victim: Component, data: PreparedData, seed: i
 
     from poisonbench.runner import cell_seed_for
     from poisonbench.training.trainer import train_victim
+    from poisonbench.util.files import safe_name
 
     cell_seed = cell_seed_for(seed)  # the same init and data order as the suite's clean cells
     height, _, channels = data.train.image_shape
     torch.manual_seed(cell_seed)
     model = catalog.victims.create(victim.name, victim.params).build(
         num_classes=data.num_classes, in_channels=channels, image_size=height)
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in victim.label)
+    safe = safe_name(victim.label)
     history = train_victim(model=model, train=data.train, test=data.test, val=None, config=suite.train,
                            mean=data.mean, std=data.std, seed=cell_seed, device=device,
                            checkpoint_path=Path(out) / "checkpoints" / f"{safe}__s{seed}" / CHECKPOINT_NAME,
@@ -82,7 +83,7 @@ def run_transfer(suite: Suite, *, catalog, out: Path, device: str, cache_dir: Pa
     """Train the suite's victims on clean data, measure every poison on each; write OUT/transfer.json."""
     from poisonbench.crafting import obtain_poison
     from poisonbench.data import prepare_data
-    from poisonbench.results import write_json_atomic
+    from poisonbench.util.files import atomic_write_json
 
     started = time.time()
     data = prepare_data(catalog, suite.dataset, suite.dataset_component, data_dir=data_dir)
@@ -110,7 +111,7 @@ def run_transfer(suite: Suite, *, catalog, out: Path, device: str, cache_dir: Pa
                              "misclassified": fractions[victim.label], "poison_sha256": artifact.sha256})
     result = {"suite": suite.resolved, "dataset_fingerprint": data.fingerprint, "device": device,
               "victims": victims, "rows": rows, "wall_s": round(time.time() - started, 3)}
-    write_json_atomic(Path(out) / "transfer.json", result)
+    atomic_write_json(Path(out) / "transfer.json", result)
     return result
 
 

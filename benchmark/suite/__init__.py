@@ -7,6 +7,7 @@ params are type-checked against each plugin's ``Params`` dataclass.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from poisonbench.catalog.suggest import suggestion_suffix
 from poisonbench.errors import BadInput, Problem, UnknownName, ValidationFailed
 from poisonbench.suite.config import DatasetConfig, MetricsConfig, TrainConfig
 from poisonbench.suite.yaml_marks import Mark, MarkedDict, MarkedList, YamlProblem, load_marked_yaml
+from poisonbench.util.files import safe_name
 from poisonbench.util.paths import confine
 
 TOP_LEVEL_KEYS = ("suite", "version", "include", "description", "dataset", "victims", "poisons",
@@ -27,6 +29,7 @@ TOP_LEVEL_KEYS = ("suite", "version", "include", "description", "dataset", "vict
 DATASET_KEYS = ("name", "params", "train_subset", "test_subset", "val_split", "subset_seed")
 REQUIRED = ("suite", "dataset", "victims", "poisons")
 MAX_INCLUDE_DEPTH = 8
+MAX_LABEL = 40  # characters of a poison's display `label:`
 
 
 @dataclass(frozen=True)
@@ -36,16 +39,26 @@ class Component:
     name: str
     params: dict[str, Any]  # as written in the suite (JSON-ready)
     resolved: dict[str, Any]  # preset defaults + user params, after type checking
+    display: str | None = None  # a poison's `label:` in the suite: shown in tables, never in cell ids
+    chain: tuple[Component, ...] = ()  # a stacked defense chain's members, in application order
+    # A poison's `fraction:` (0 < f < 1): share of the training set poisoned; None = all of it.
+    fraction: float | None = None
 
     @property
     def label(self) -> str:
+        name = self.name + (f"@{100 * self.fraction:g}%" if self.fraction is not None else "")
         if not self.params:
-            return self.name
+            return name
         inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{self.name}[{inner}]"
+        return f"{name}[{inner}]"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "params": dict(self.params)}
+        out: dict[str, Any] = {"name": self.name, "params": dict(self.params)}
+        if self.chain:
+            out["chain"] = [member.to_json() for member in self.chain]
+        if self.fraction is not None:  # absent for a whole-set poison: its ids stay as they were
+            out["fraction"] = self.fraction
+        return out
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class Suite:
     train: TrainConfig
     metrics: MetricsConfig
     resolved: dict[str, Any] = field(default_factory=dict)  # JSON-ready, for run manifests
+    notes: list[Problem] = field(default_factory=list)  # not errors: deprecated aliases, identity defenses
 
     def cells(self) -> list[Cell]:
         """All cells, poison-major so a poison's cells run together (its artifact stays warm)."""
@@ -98,8 +112,7 @@ def make_cell_id(suite: Suite, victim: Component, poison: Component, defense: Co
                 "metrics": suite.resolved.get("metrics"), "victim": victim.to_json(),
                 "poison": poison.to_json(), "defense": defense.to_json(), "seed": seed}
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:8]
-    safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in s)  # noqa: E731
-    return f"{safe(poison.name)}__{safe(victim.name)}__{safe(defense.name)}__s{seed}__{digest}"
+    return f"{safe_name(poison.name)}__{safe_name(victim.name)}__{safe_name(defense.name)}__s{seed}__{digest}"
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -183,7 +196,11 @@ class _SuiteChecker:
     """Walks the merged mapping once, collecting problems with their marks."""
 
     def __init__(self, data: MarkedDict, path: Path, catalog: Catalog, problems: list[Problem]):
+        from poisonbench.suite.defense_checks import DefenseChecks
+
         self.data, self.path, self.catalog, self.problems = data, path, catalog, problems
+        self.notes: list[Problem] = []
+        self.defense_checks = DefenseChecks(self)
 
     def at(self, container: Any, key: Any) -> Mark:
         if isinstance(container, MarkedDict):
@@ -225,6 +242,8 @@ class _SuiteChecker:
         metrics = self.check_block("metrics", MetricsConfig)
         if dataset_cfg is not None and dataset_cfg.val_split == 0:
             for i, defense in enumerate(defenses):
+                if defense.chain:  # a stack of data/training defenses selects nothing
+                    continue
                 instance = self.catalog.defenses.create(defense.name, defense.params)
                 if getattr(instance, "needs_validation", False):
                     mark = self.at(d.get("defenses"), i) if isinstance(d.get("defenses"), MarkedList) else d.mark
@@ -234,12 +253,13 @@ class _SuiteChecker:
         resolved = {
             "suite": name, "version": version, "description": description,
             "dataset": {**params_to_dict(dataset_cfg), "params": dataset_component.params},
-            "victims": [c.to_json() for c in victims], "poisons": [c.to_json() for c in poisons],
+            "victims": [c.to_json() for c in victims],
+            "poisons": [{**c.to_json(), **({"label": c.display} if c.display else {})} for c in poisons],
             "defenses": [c.to_json() for c in defenses], "seeds": seeds,
             "train": params_to_dict(train), "metrics": params_to_dict(metrics),
         }
         return Suite(name, version, self.path, description, dataset_cfg, dataset_component, victims,
-                     poisons, defenses, seeds, train, metrics, resolved)
+                     poisons, defenses, seeds, train, metrics, resolved, notes=list(self.notes))
 
     def default_component(self, kind: str, name: str) -> Component:
         params, _ = self.catalog.registry(kind).check(name, {})
@@ -283,15 +303,26 @@ class _SuiteChecker:
         if not isinstance(raw, MarkedList) or (required and not raw):
             self.add(self.at(self.data, key), f"{key}: expected a non-empty list")
             return []
-        components, seen = [], {}
+        components, seen, labels = [], {}, {}
         for i, item in enumerate(raw):
             mark = raw.item_marks[i]
+            if kind == "defenses" and isinstance(item, MarkedList):  # a stacked chain (defense_checks)
+                component = self.defense_checks.component(item, i, mark)
+                ident = json.dumps(component.to_json(), sort_keys=True) if component is not None else None
+                if ident in seen:
+                    self.add(mark, f"{key}: '{component.label}' is listed twice (first at line {seen[ident].line})")
+                elif component is not None:
+                    seen[ident] = mark
+                    components.append(component)
+                continue
             if isinstance(item, str):
                 name, params, pmarks = item, {}, {}
             elif isinstance(item, MarkedDict):
+                allowed = ("name", "params", "label", "fraction") if kind == "poisons" else ("name", "params")
                 for k in item:
-                    if k not in ("name", "params"):
-                        self.add(item.key_marks[k], f"{key}[{i}]: unknown key '{k}' (expected 'name' and 'params')")
+                    if k not in allowed:
+                        self.add(item.key_marks[k], f"{key}[{i}]: unknown key '{k}' (expected "
+                                 + ", ".join(f"'{a}'" for a in allowed) + ")")
                 name, params = item.get("name"), item.get("params") or {}
                 if not isinstance(name, str):
                     self.add(item.value_marks.get("name", mark), f"{key}[{i}]: expected 'name'")
@@ -308,6 +339,23 @@ class _SuiteChecker:
             component = self.resolve(kind, name, dict(params), mark, param_mark)
             if component is None:
                 continue
+            display = item.get("label") if isinstance(item, MarkedDict) else None
+            if display is not None:  # a short name for tables and figures (the default is the name)
+                if not isinstance(display, str) or not display.strip() or len(display) > MAX_LABEL:
+                    self.add(item.value_marks.get("label", mark),
+                             f"{key}[{i}]: label must be non-empty text of at most {MAX_LABEL} characters")
+                    continue
+                if display in labels:
+                    self.add(item.value_marks.get("label", mark),
+                             f"{key}[{i}]: label '{display}' is already used (line {labels[display].line})")
+                    continue
+                labels[display] = item.value_marks.get("label", mark)
+                component = dataclasses.replace(component, display=display.strip())
+            if isinstance(item, MarkedDict) and "fraction" in item:
+                fraction = self.check_fraction(item, f"{key}[{i}]", mark)
+                if fraction is False:
+                    continue
+                component = dataclasses.replace(component, fraction=fraction)
             ident = json.dumps(component.to_json(), sort_keys=True)
             if ident in seen:
                 self.add(mark, f"{key}: '{component.label}' is listed twice (first at line {seen[ident].line})")
@@ -315,6 +363,20 @@ class _SuiteChecker:
             seen[ident] = mark
             components.append(component)
         return components
+
+    def check_fraction(self, item: MarkedDict, where: str, mark: Mark) -> float | None | bool:
+        """A poison's ``fraction``: a number with 0 < f <= 1 (1 = the whole set, stored as None);
+        False after reporting a problem at the value's line and column."""
+        value = item["fraction"]
+        at = item.value_marks.get("fraction", mark)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.add(at, f"{where}: fraction must be a number in (0, 1], got {value!r}")
+            return False
+        if not 0 < float(value) <= 1:
+            self.add(at, f"{where}: fraction must be in (0, 1] (the share of the training set "
+                         f"poisoned), got {value}")
+            return False
+        return None if float(value) == 1 else float(value)
 
     def resolve(self, kind: str, name: str, params: dict, mark: Mark, param_mark) -> Component | None:
         registry = self.catalog.registry(kind)
@@ -332,6 +394,8 @@ class _SuiteChecker:
         instance = registry.create(name, params)
         for key, message in self.reference_problems(instance):
             self.add(param_mark(key), f"{singular} '{name}': {message}")
+        if kind == "defenses" and not self.defense_checks.single(instance, name, mark, param_mark):
+            return None
         return component
 
     def reference_problems(self, instance: Any) -> list[tuple[str | None, str]]:

@@ -1,6 +1,6 @@
 """Typed blocks of a suite file: ``dataset``, ``train`` (the victim protocol) and ``metrics``.
 
-Defaults are the paper's protocol (spec/protocol.md): SGD lr 0.1, momentum 0.9, weight decay 5e-4,
+Defaults are the paper's protocol (docs/protocol.md): SGD lr 0.1, momentum 0.9, weight decay 5e-4,
 100 epochs, batch 128, lr × 0.1 at epoch 50, random crop (4 px zero padding) and horizontal flip.
 """
 
@@ -74,6 +74,22 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """loss_threshold: 'epochs until training loss < threshold' uses this (0.5 in the paper)."""
+    """How learning speed is measured (see ``poisonbench.results.speed``).
+
+    loss_threshold: 'epochs until training loss < threshold' uses this (0.5 in the paper).
+    speed_epochs: k of the threshold-free measure, the mean training loss over epochs 1..k.
+    clean_level_epoch: when set, also 'epochs until the loss is at or below the clean run's loss at
+    this epoch' (a threshold relative to the clean run of the same victim and seed).
+    """
 
     loss_threshold: float = 0.5
+    speed_epochs: int = 5  # epochs
+    clean_level_epoch: int | None = None  # epoch of the clean run whose loss is the level
+
+    def __post_init__(self):
+        if not self.loss_threshold > 0:
+            raise ValueError(f"loss_threshold must be > 0, got {self.loss_threshold}")
+        if self.speed_epochs < 1:
+            raise ValueError(f"speed_epochs must be >= 1, got {self.speed_epochs}")
+        if self.clean_level_epoch is not None and self.clean_level_epoch < 1:
+            raise ValueError(f"clean_level_epoch must be >= 1 or null, got {self.clean_level_epoch}")

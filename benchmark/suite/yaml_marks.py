@@ -83,7 +83,7 @@ def _make_loader(path: str):
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, construct_sequence)
-    # YAML 1.1 reads "5e-4" as a string; suites mean a number (DESIGN.md), so widen the float regex.
+    # YAML 1.1 reads "5e-4" as a string; suites mean a number (docs/formats.md): widen the float regex.
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:float",
         __import__("re").compile(

@@ -10,15 +10,13 @@ A checkpoint that cannot be parsed, lacks our format tag or belongs to another r
 identity: protocol, seed, model or training data) raises ``ArtifactError`` naming the file; the
 trainer never silently starts over on top of one.
 
-Test-only switch: ``POISONBENCH_TEST_SKIP_RNG_RESTORE=1`` skips restoring the RNG state, which
-breaks bit-identical resume when the model uses randomness (dropout); tests/test_resume.py uses it
-to prove that its equality check can fail.
+``load_checkpoint(..., restore_rng=False)`` leaves the RNG state alone, which breaks bit-identical
+resume when the model uses randomness (dropout).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections import Counter
 from pathlib import Path
@@ -29,10 +27,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from poisonbench.errors import ArtifactError
+from poisonbench.util.files import atomic_write_bytes
 
 FORMAT = "poisonbench-checkpoint"
 FORMAT_VERSION = 1
-SKIP_RNG_ENV = "POISONBENCH_TEST_SKIP_RNG_RESTORE"
 
 
 def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -57,7 +55,7 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
               "state": state, "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars},
               "scheduler": _scheduler_to_json(scheduler.state_dict())}
     payload = st_save(tensors, metadata={"poisonbench": json.dumps(header)})
-    _atomic_write(Path(path), payload)
+    atomic_write_bytes(Path(path), payload)
 
 
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -82,7 +80,7 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
         scheduler.load_state_dict(_scheduler_from_json(header["scheduler"]))
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
         raise ArtifactError(f"checkpoint {path} does not fit this model/optimiser: {_short(err)}") from None
-    if restore_rng and os.environ.get(SKIP_RNG_ENV, "") in ("", "0"):
+    if restore_rng:
         torch.set_rng_state(tensors["rng/cpu"])
         cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda/"))]
         if cuda_states and torch.cuda.is_available():
@@ -119,20 +117,6 @@ def peek_state(path: Path) -> dict[str, Any] | None:
     if not Path(path).exists():
         return None
     return read_checkpoint(path)[0]["state"]
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _scheduler_to_json(state: dict[str, Any]) -> dict[str, Any]:

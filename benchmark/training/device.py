@@ -1,9 +1,13 @@
 """Device choice and the numeric settings that go with it (autocast dtype, channels_last, seeds).
 
-``resolve_device("auto")`` is CUDA when available, else CPU. On CUDA the trainer runs under bf16
-autocast with channels_last tensors; on CPU it runs in fp32 (bf16 autocast on CPU is slower on most
-x86 cores and changes results). ``derive_seed`` turns (seed, labels...) into an independent 63-bit
-seed, so e.g. epoch 7's data order never depends on how many epochs ran before in this process.
+``resolve_device("auto")`` is CUDA when available, else CPU. Precision ``auto`` means bf16 autocast
+on CUDA and fp32 on CPU (bf16 autocast on CPU is slower on most x86 cores and changes results);
+``resolved_precision`` is the one place that rule lives, for victims, surrogates and crafting alike.
+``derive_seed`` turns (seed, labels...) into an independent 63-bit seed, so e.g. epoch 7's data order
+never depends on how many epochs ran before in this process; it is the project's only seed
+derivation (data subsets, training, surrogates and poisons all call it).
+
+Import-light: torch is imported inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -39,13 +43,23 @@ def is_cuda(device: str) -> bool:
     return str(device).startswith("cuda")
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolved_precision(precision: str, device: str) -> str:
+    """'fp32' or 'bf16': ``auto`` is bf16 on CUDA and fp32 elsewhere; explicit choices pass through."""
+    if precision not in PRECISIONS:
+        raise BadInput(f"unknown precision '{precision}' (expected one of: {', '.join(PRECISIONS)})")
+    if precision == "auto":
+        return "bf16" if is_cuda(device) else "fp32"
+    return precision
+
+
 def autocast_dtype(device: str, precision: str = "auto"):
     """The autocast dtype for ``precision`` on ``device``, or None for plain fp32."""
     import torch
 
-    if precision == "fp32" or (precision == "auto" and not is_cuda(device)):
-        return None
-    return torch.bfloat16
+    return torch.bfloat16 if resolved_precision(precision, device) == "bf16" else None
 
 
 def autocast(device: str, dtype) -> contextlib.AbstractContextManager:
@@ -58,7 +72,10 @@ def autocast(device: str, dtype) -> contextlib.AbstractContextManager:
 
 
 def derive_seed(seed: int, *labels: Any) -> int:
-    """A 63-bit seed derived from ``seed`` and labels (sha256; stable across Python versions)."""
+    """A 63-bit seed derived from ``seed`` and labels (sha256; stable across runs, platforms, loop orders).
+
+    ``derive_seed(0, "epoch", 7)`` is sha256 of ``"0:epoch:7"``, first 8 bytes little-endian, >> 1.
+    """
     material = ":".join(str(part) for part in (seed, *labels)).encode()
     return int.from_bytes(hashlib.sha256(material).digest()[:8], "little") >> 1
 

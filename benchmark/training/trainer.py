@@ -1,6 +1,6 @@
 """Victim training under the paper's protocol, resumable bit for bit: ``train_victim``, ``evaluate``, ``predict``.
 
-The protocol (spec/protocol.md; every knob is a ``TrainConfig`` field): SGD (lr 0.1, momentum 0.9,
+The protocol (docs/protocol.md; every knob is a ``TrainConfig`` field): SGD (lr 0.1, momentum 0.9,
 weight decay 5e-4, optional Nesterov), lr × gamma at each milestone epoch (MultiStepLR stepped once
 per epoch), cross-entropy, random crop with zero padding + horizontal flip, normalisation with the
 dataset's mean/std. Logged per epoch: mean training loss over the epoch's batches (train mode,
@@ -52,7 +52,7 @@ Progress = Callable[..., Callable[..., None]]
 def train_victim(*, model: nn.Module, train: Split, test: Split, val: Split | None, config: TrainConfig,
                  mean, std, seed: int, device: str, checkpoint_path: Path | None = None,
                  progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-                 ) -> dict[str, Any]:
+                 chain: Any = None) -> dict[str, Any]:
     """Train ``model`` in place on ``train``; return the per-epoch history.
 
     Returns ``{"train_loss": [...], "train_acc": [...], "test_acc": [...], "lr": [...],
@@ -63,7 +63,9 @@ def train_victim(*, model: nn.Module, train: Split, test: Split, val: Split | No
     foreign file raises ``ArtifactError``). ``progress(description, total)`` returns an
     ``advance(n=1, **fields)`` callable, advanced per batch. ``should_stop()`` is polled after
     every batch; when it returns True the run raises ``Interrupted`` (the last finished epoch is
-    already checkpointed).
+    already checkpointed). ``chain`` (``training.defended.Chain``): the batch/training defenses run
+    on every batch in [0, 1] pixel space (preprocessing is done by the caller); without one, or with
+    only preprocess defenses, the plain uint8 path runs, bit-identical to an undefended training.
     """
     cuda = is_cuda(device)
     if cuda:  # fastest conv algorithms; GPU results are reproducible only up to cuDNN's nondeterminism
@@ -80,7 +82,14 @@ def train_victim(*, model: nn.Module, train: Split, test: Split, val: Split | No
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones),
                                                      gamma=config.gamma)
-    identity = run_identity(model=model, train=train, config=config, mean=mean, std=std, seed=seed)
+    per_batch = chain is not None and chain.per_batch
+    identity = run_identity(model=model, train=train, config=config, mean=mean, std=std, seed=seed,
+                            defenses=chain.describe() if per_batch else None)
+    if per_batch:
+        from poisonbench.training.defended import scale_shift01
+
+        scale01, shift01 = scale_shift01(mean, std, channels=channels, normalize=config.normalize,
+                                         device=device)
     state = _fresh_state(val is not None)
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         state = load_checkpoint(Path(checkpoint_path), model=model, optimizer=optimizer,
@@ -103,20 +112,27 @@ def train_victim(*, model: nn.Module, train: Split, test: Split, val: Split | No
         lr_used = float(optimizer.param_groups[0]["lr"])
         model.train()
         loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        for start in range(0, n, config.batch_size):
+        correct = torch.zeros((), dtype=torch.long if not per_batch else _soft_dtype(device), device=device)
+        for step, start in enumerate(range(0, n, config.batch_size)):
             order, dy, dx, flip = plan.batch(start, start + config.batch_size)
             x = crop_flip(images[order], dy=dy, dx=dx, flip=flip, padding=config.crop_padding)
-            x = to_model_input(x, scale=scale, shift=shift, channels_last=CHANNELS_LAST)
             y = labels[order]
-            with autocast(device, dtype):
-                logits = forward(x)
-                loss = F.cross_entropy(logits, y)
+            if per_batch:  # defenses: [0, 1] pixel space, normalisation inside the model call
+                with autocast(device, dtype):
+                    loss, logits, hits = chain.step(
+                        forward=forward, x_u8=x, y=y, scale01=scale01, shift01=shift01, seed=seed,
+                        epoch=epoch, step=step, epochs=config.epochs, device=device, model=model)
+            else:
+                x = to_model_input(x, scale=scale, shift=shift, channels_last=CHANNELS_LAST)
+                with autocast(device, dtype):
+                    logits = forward(x)
+                    loss = F.cross_entropy(logits, y)
+                hits = (logits.detach().argmax(1) == y).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach().float()
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += hits.to(correct.dtype)
             advance(1)
             if should_stop is not None and should_stop():
                 raise Interrupted(INTERRUPTED_MESSAGE)
@@ -127,7 +143,7 @@ def train_victim(*, model: nn.Module, train: Split, test: Split, val: Split | No
         else:
             history = state["history"]
             history["train_loss"].append(train_loss)
-            history["train_acc"].append(int(correct.item()) / n)
+            history["train_acc"].append((float(correct.item()) if per_batch else int(correct.item())) / n)
             history["lr"].append(lr_used)
             for key, eval_images, eval_labels in evaluation:
                 history[f"{key}_acc"].append(_accuracy(forward, eval_images, eval_labels, scale=scale,
@@ -145,6 +161,11 @@ def train_victim(*, model: nn.Module, train: Split, test: Split, val: Split | No
                     acc=hist["train_acc"][-1], test=hist["test_acc"][-1])
     return {**{k: list(v) for k, v in state["history"].items()},
             "diverged": bool(state["diverged"]), "wall_s": float(state["wall_s"])}
+
+
+def _soft_dtype(device: str) -> torch.dtype:
+    """Accumulator of soft (mixed-label) correct counts: float64 where the device has it."""
+    return torch.float32 if str(device).startswith("mps") else torch.float64
 
 
 def _materialize_lazy(model: nn.Module, sample: torch.Tensor) -> None:
@@ -165,13 +186,17 @@ def _fresh_state(with_val: bool) -> dict[str, Any]:
             "history": {key: [] for key in keys}}
 
 
-def run_identity(*, model: nn.Module, train: Split, config: TrainConfig, mean, std, seed: int) -> str:
-    """sha256 over everything a checkpoint must match: protocol, seed, model layout, training data."""
+def run_identity(*, model: nn.Module, train: Split, config: TrainConfig, mean, std, seed: int,
+                 defenses: list[dict[str, Any]] | None = None) -> str:
+    """sha256 over everything a checkpoint must match: protocol, seed, model layout, training data
+    and (when there are any) the batch/training defenses."""
     protocol = {k: v for k, v in asdict(config).items() if k not in ("device", "eval_batch_size", "compile")}
     layout = [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
     digest = hashlib.sha256()
-    digest.update(json.dumps({"protocol": protocol, "seed": seed, "mean": list(mean), "std": list(std),
-                              "layout": layout}, sort_keys=True).encode())
+    material = {"protocol": protocol, "seed": seed, "mean": list(mean), "std": list(std), "layout": layout}
+    if defenses:
+        material["defenses"] = defenses
+    digest.update(json.dumps(material, sort_keys=True).encode())
     for tensor in (train.images, train.labels):
         digest.update(tensor.detach().to("cpu").contiguous().numpy().data)
     return digest.hexdigest()

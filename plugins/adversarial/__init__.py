@@ -2,11 +2,11 @@
 
 Papers: Fowl et al., "Adversarial Examples Make Strong Poisons" (NeurIPS 2021) for PGD; Dong et
 al., "Boosting Adversarial Attacks with Momentum" (CVPR 2018) for MI-FGSM; both as benchmarked by
-Sandoval-Segura et al. (CVPR-W 2022), Table 1. Exact algorithm: ../shared/spec/poisons.md.
+Sandoval-Segura et al. (CVPR-W 2022), Table 1. The algorithm and its decisions: docs/poisons.md.
 
 Threat model: additive, sample-wise, L∞ ≤ ``eps`` (fraction of the pixel range; 8/255 ≈ 0.0314),
 images kept in [0, 1], labels unchanged. Each image is attacked towards the target class
-(y + 1) mod K on a surrogate trained on the clean training set (``benchmark/surrogate.py``).
+(y + 1) mod K on a surrogate trained on the clean training set (``ctx.surrogate``).
 
 Params (units: pixel fractions unless stated):
   eps          L∞ budget (8/255)
@@ -14,12 +14,17 @@ Params (units: pixel fractions unless stated):
   step_size    α per step (PGD: 0.4/255 fixed, as the original; MI-FGSM: null = eps/steps)
   restarts     random restarts; the one with the lowest final-pass mean target loss is kept
                (zero init without augmentation makes restarts coincide: one is run)
-  target       next = (y + 1) mod K (spec); random = a seeded random other class; untargeted =
+  target       next = (y + 1) mod K (docs/poisons.md); random = a seeded random other class; untargeted =
                maximise the loss of the true label
   augment      differentiable ±4 px shift and horizontal flip of the input at every step (PGD)
   init         normal = clip(N(0,1)·eps) (PGD), uniform in ±eps, zero (MI-FGSM)
   batch_size   images per attacked batch (512)
-  precision    auto = bf16 autocast on CUDA, fp32 on CPU
+  precision    fp32 (default, as the original code) | bf16 | auto (bf16 autocast on CUDA, fp32 on
+               CPU). Sign-gradient steps are sensitive to it: measured with perf/bench_bf16_sign.py
+               (small_cnn, Fashion-MNIST, CPU), bf16 autocast flips the sign of 4-9% of the gradient
+               components (0.3-1.9% of those above the median magnitude) and changes 19-33% of a
+               10-20-step artifact's bytes, so the default stays fp32 (reproducible artifacts);
+               bf16 is an opt-in speed-up (docs/measurement.md)
   momentum, momentum_in_update   MI-FGSM only: μ (1.0); false = the authors' public code, which
                computes the momentum but steps with sign(∇)
   surrogate    victim name of the surrogate architecture (P10/P100: resnet50 as the paper)
@@ -31,8 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from poisonbench.api import CraftContext, Poison, Split
-from poisonbench.crafting.surrogate_params import SurrogateParams, UsesSurrogate
+from poisonbench.api import CraftContext, Paper, Poison, Split, SurrogateParams, UsesSurrogate
 from poisonbench.hookspecs import hookimpl
 
 
@@ -46,7 +50,7 @@ class PgdParams(SurrogateParams):
     augment: bool = True
     init: Literal["normal", "uniform", "zero"] = "normal"
     batch_size: int = 512
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # of the attack's forward/backward (see doc)
 
     def __post_init__(self):
         if not 0 < self.eps <= 1:
@@ -74,12 +78,14 @@ class TargetedPGD(UsesSurrogate, Poison):
     kind = "max"
     applied = "sample"
     threat_model = "linf"
-    version = 1
+    paper = Paper(title="Adversarial Examples Make Strong Poisons", venue="NeurIPS", year=2021,
+                  url="https://arxiv.org/abs/2106.10807", authors="Fowl et al.")
+    version = 2  # 2: the crafting shift/flip pads with the normalisation mean, not black
     Params = PgdParams
     contract_params = {"steps": 2, "restarts": 2, "batch_size": 10}
 
     def attack_config(self, device: str = "cpu"):
-        from poisonbench.crafting.surrogate import resolved_precision
+        from poisonbench.api import resolved_precision
         from poisonbench.plugins.adversarial import ops
 
         p = self.params
@@ -118,6 +124,9 @@ class TargetedMIFGSM(TargetedPGD):
 
     name = "mifgsm"
     family = "mifgsm"
+    # MI-FGSM itself is Dong et al. (CVPR 2018); as a poison it is benchmarked by the study below.
+    paper = Paper(title="Poisons that are learned faster are more effective", venue="CVPR Workshops",
+                  year=2022, url="https://arxiv.org/abs/2204.08615", authors="Sandoval-Segura et al.")
     Params = MifgsmParams
 
 
@@ -131,3 +140,12 @@ def poisonbench_register_poisons(register):
     for steps in (10, 100, 250):
         register(TargetedMIFGSM, f"M{steps}", params={"steps": steps},
                  description=f"{steps}-step targeted MI-FGSM, resnet18 surrogate (Dong et al. 2018)")
+    # CPU-sized (named as such): 20 steps, one restart, a 3-epoch small_cnn surrogate — minutes on
+    # a 2-core CPU for ~10k small images. PGD takes 1/255 steps so the 8/255 ball is reached in 8.
+    register(TargetedPGD, "P-cpu", params={**CPU_SURROGATE, "steps": 20, "restarts": 1, "step_size": 1 / 255},
+             description="CPU-sized targeted PGD: 20 steps of 1/255, 1 restart, 3-epoch small_cnn surrogate")
+    register(TargetedMIFGSM, "M-cpu", params={**CPU_SURROGATE, "steps": 20},
+             description="CPU-sized targeted MI-FGSM: 20 steps, 3-epoch small_cnn surrogate")
+
+
+CPU_SURROGATE = {"surrogate": "small_cnn", "surrogate_epochs": 3, "surrogate_milestones": [2]}

@@ -1,11 +1,11 @@
 """Torch code of the error-maximising poisons: batched targeted PGD / MI-FGSM and their export.
 
-Used by ``plugins/adversarial.py`` (imported inside ``craft`` so listing stays torch-free).
-The attack follows ../shared/spec/poisons.md (P*, M*): per batch of images (fixed order) and per
+Used by ``plugins/adversarial/__init__.py`` (imported inside ``craft`` so listing stays torch-free).
+The attack follows docs/poisons.md (P*, M*): per batch of images (fixed order) and per
 step, L = mean CE(f(augment(x + δ)), t); δ ← δ − α·sign(direction); δ ← clip(δ, −ε, ε);
 δ ← clip(x + δ, 0, 1) − x. PGD's direction is ∇δL; MI-FGSM's is g ← μ·g + ∇δL/‖∇δL‖₁ (per image).
 
-Ordering: the spec loops "for step: for batch"; the surrogate is in eval mode, so batches are
+Ordering: the original loops "for step: for batch"; the surrogate is in eval mode, so batches are
 independent and we loop "for batch: for step" (better locality, same result) — every random draw
 (init noise, augmentation) comes from a generator seeded by (seed, restart, batch), so the result
 does not depend on the loop order or the device the noise would otherwise be drawn on.
@@ -13,7 +13,6 @@ does not depend on the loop order or the device the noise would otherwise be dra
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -22,7 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poisonbench.crafting.surrogate import derive_seed, sample_shift_flip, shift_flip
+from poisonbench.api import (
+    autocast,
+    autocast_dtype,
+    derive_seed,
+    export_uint8,
+    sample_shift_flip,
+    shift_flip,
+    to_float,
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class AttackConfig:
 
 
 def next_class_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The spec's target map t = (y + 1) mod K."""
+    """The target map of docs/poisons.md: t = (y + 1) mod K."""
     return (labels + 1) % num_classes
 
 
@@ -66,7 +73,7 @@ def random_targets(labels: torch.Tensor, num_classes: int, *, seed: int) -> torc
 
 
 def init_delta(shape: tuple[int, ...], *, cfg: AttackConfig, gen: torch.Generator) -> torch.Tensor:
-    """Initial δ on the CPU: N(0,1)·ε clipped to ±ε (spec), uniform in [−ε, ε], or zeros."""
+    """Initial δ on the CPU: N(0,1)·ε clipped to ±ε (docs/poisons.md), uniform in [−ε, ε], or zeros."""
     if cfg.init == "zero":
         return torch.zeros(shape)
     if cfg.init == "uniform":
@@ -74,23 +81,6 @@ def init_delta(shape: tuple[int, ...], *, cfg: AttackConfig, gen: torch.Generato
     return (torch.randn(shape, generator=gen) * cfg.eps).clamp(-cfg.eps, cfg.eps)
 
 
-def to_float_nchw(images: torch.Tensor, device: str | torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, C) → float32 (N, C, H, W) in [0, 1] on ``device``."""
-    return images.to(device).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-
-
-def export_uint8(images: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """x' = clamp(x/255 + δ, 0, 1); uint8 = floor(255·x' + 0.5) (round half up), back to NHWC."""
-    x = images.to(delta.device).permute(0, 3, 1, 2).float() / 255.0
-    poisoned = (x + delta.float()).clamp_(0.0, 1.0)
-    out = torch.floor(poisoned * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
-    return out.permute(0, 2, 3, 1).contiguous().cpu()
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def attack_batch(
@@ -111,14 +101,17 @@ def attack_batch(
     better for the attacker, and the step descends it.
     """
     sign = 1.0 if cfg.objective == "targeted" else -1.0
+    # Pixels shifted in from outside take the model's normalisation mean (zero in normalised space).
+    fill = getattr(model, "mean", None) if thetas is not None else None
+    fill = fill if isinstance(fill, torch.Tensor) else None  # a model without a normalisation: black
     g = torch.zeros_like(delta) if cfg.momentum is not None else None
     losses = torch.zeros(x.shape[0], device=x.device)
     for t in range(cfg.steps):
         delta.requires_grad_(True)
         inp = x + delta
         if thetas is not None:
-            inp = shift_flip(inp, thetas[t])
-        with _autocast(x.device, cfg.precision):
+            inp = shift_flip(inp, thetas[t], fill=fill)
+        with autocast(str(x.device), autocast_dtype(str(x.device), cfg.precision)):
             logits = model(inp)
         losses = sign * F.cross_entropy(logits.float(), targets, reduction="none")
         (grad,) = torch.autograd.grad(losses.mean(), delta)
@@ -161,7 +154,7 @@ def attack_set(
 
     for b, start in enumerate(range(0, n, cfg.batch_size)):
         stop = min(start + cfg.batch_size, n)
-        x = to_float_nchw(images[start:stop], device)
+        x = to_float(images[start:stop], device)
         gen = torch.Generator().manual_seed(derive_seed(seed, "attack", restart, b))
         delta = init_delta(tuple(x.shape), cfg=cfg, gen=gen).to(device)
         if cfg.channels_last:
@@ -190,7 +183,7 @@ def craft_perturbation(
 ) -> tuple[torch.Tensor, list[float]]:
     """δ for a whole set and the score of every restart run.
 
-    Keeps the restart whose last pass has the lowest mean objective over the whole set (spec;
+    Keeps the restart whose last pass has the lowest mean objective over the whole set (docs/poisons.md;
     ties keep the earlier restart). ``advance(n=1, **fields)`` is called per (restart, batch, step).
     """
     device = torch.device(device)
@@ -221,4 +214,4 @@ def craft_poison(
     with torch.inference_mode(False), torch.enable_grad():  # callers may be in no_grad
         delta, _ = craft_perturbation(model, images, targets, cfg=cfg, seed=seed, device=device,
                                       advance=advance)
-    return export_uint8(images, delta)
+    return export_uint8(images, delta, channels_first=True)  # floor(255·clamp(x/255 + δ) + 0.5)

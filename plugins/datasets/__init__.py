@@ -2,37 +2,31 @@
 
 Every dataset loads full train/test splits as uint8 (N, H, W, C) tensors with int64 labels.
 Files live under the data directory: ``--data-dir``, else ``$POISONBENCH_DATA_DIR``, else
-``~/.cache/poisonbench/data``, each dataset in its usual layout (torchvision's ``cifar-10-batches-py/``,
+``<user cache dir>/data`` (``~/.cache/poisonbench/data`` on Linux), each dataset in its usual layout (torchvision's ``cifar-10-batches-py/``,
 ``cifar-10-batches-bin/``, ``cifar-100-python/``; Fashion-MNIST idx files in ``fashion-mnist/`` or
 torchvision's ``FashionMNIST/raw/``, or Debian's ``/usr/share/datasets/fashion-mnist``).
 
 CIFAR's official python files are pickles: each is md5-checked against the official list before a
-byte of it is unpickled, and then read with a restricted unpickler (plugins/_cifar_files.py).
-Normalisation constants: CIFAR-10 uses the paper's (spec/protocol.md); the others their usual values.
+byte of it is unpickled, and then read with a restricted unpickler (cifar_files.py beside this file).
+Normalisation statistics are declared on each class (readable without the files): CIFAR-10 uses the
+paper's evaluation constants for victims and, for crafting surrogates, the constants the authors'
+crafting code used (``crafting_mean``/``crafting_std``); CIFAR-100 and Fashion-MNIST their usual values.
+Split sizes are declared too, so ``run --dry-run`` can estimate costs before a download.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from poisonbench.api import Dataset, DatasetSplits, Split
+from poisonbench.api import Dataset, DatasetSplits, Split, default_data_dir
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
-
-
-def default_data_dir(data_dir: Path | None) -> Path:
-    """``data_dir``, else ``$POISONBENCH_DATA_DIR``, else ``~/.cache/poisonbench/data``."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("POISONBENCH_DATA_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "poisonbench" / "data"
 
 
 def _split(images, labels) -> Split:
@@ -70,8 +64,11 @@ class Cifar10(Dataset):
         "test_batch": "40351d587109b95175f43aff81a1287e",
         "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
     }
-    mean = (0.4914, 0.4822, 0.4465)  # spec/protocol.md (the paper's evaluation code)
+    train_size, test_size = 50_000, 10_000
+    mean = (0.4914, 0.4822, 0.4465)  # the paper's evaluation code
     std = (0.2023, 0.1994, 0.2010)
+    crafting_mean = (0.4915, 0.4823, 0.4468)  # the error-maximising poisons' crafting code (true std)
+    crafting_std = (0.2470, 0.2435, 0.2616)
 
     def locations(self, data_dir):
         from poisonbench.plugins.datasets import cifar_files as _cifar_files
@@ -102,6 +99,7 @@ class Cifar100(Cifar10):
     }
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)
+    crafting_mean = crafting_std = None  # not CIFAR-10's: surrogates use mean/std above
 
 
 class FashionMNIST(Dataset):
@@ -110,6 +108,8 @@ class FashionMNIST(Dataset):
     name = "fashion_mnist"
     image_shape = (28, 28, 1)
     num_classes = 10
+    train_size, test_size = 60_000, 10_000
+    mean, std = FASHION_MEAN, FASHION_STD
     system_dirs: ClassVar[list[Path]] = [Path("/usr/share/datasets/fashion-mnist")]  # Debian package
 
     def locations(self, data_dir):
@@ -143,6 +143,7 @@ class FashionMNISTDemo(FashionMNIST):
     """Embedded demo data: a stratified seeded 10,000/2,000 subset of Fashion-MNIST (plugins/datasets/data/)."""
 
     name = "fashion_mnist_demo"
+    train_size, test_size = 10_000, 2_000
     folder: ClassVar[Path] = Path(__file__).parent / "data"
 
     def locations(self, data_dir):
@@ -172,6 +173,9 @@ class Synthetic(Dataset):
 
     name = "synthetic"
     Params = SyntheticParams
+
+    def split_sizes(self) -> tuple[int | None, int | None]:
+        return self.params.n_train, self.params.n_test
 
     def load(self, *, data_dir=None, download=True) -> DatasetSplits:
         from poisonbench.plugins.datasets.synthetic_data import generate

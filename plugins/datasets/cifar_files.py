@@ -1,7 +1,7 @@
 """Reading CIFAR-10/100 files safely: md5-verified python pickles (restricted unpickler) or the binary format.
 
 The official ``cifar-10-batches-py`` / ``cifar-100-python`` files are Python pickles; unpickling an
-untrusted pickle runs arbitrary code. So (issue 12) each file's bytes are read once, their md5 is
+untrusted pickle runs arbitrary code. So each file's bytes are read once, their md5 is
 compared with the official checksum, and only then are those same bytes unpickled — by
 ``RestrictedUnpickler``, which resolves nothing but numpy's array reconstruction. A file with the
 wrong checksum is refused unread. The binary format (``cifar-10-batches-bin``: per record one label

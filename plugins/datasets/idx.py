@@ -15,12 +15,12 @@ import argparse
 import gzip
 import hashlib
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from poisonbench.api import atomic_write_bytes
 from poisonbench.errors import BadInput
 
 UBYTE = 0x08
@@ -79,9 +79,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     if path.suffix == ".gz":
         # mtime=0 keeps the bytes reproducible (gzip stores a timestamp otherwise).
         payload = gzip.compress(payload, compresslevel=9, mtime=0)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, payload)
 
 
 def read_split(folder: Path, split: str, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +109,7 @@ def make_demo(source: Path, out: Path) -> dict:
     """Write the stratified seeded demo subset of the Fashion-MNIST files in ``source`` to ``out``."""
     import torch
 
-    from poisonbench.data import stratified_indices
+    from poisonbench.api import stratified_indices
 
     out.mkdir(parents=True, exist_ok=True)
     chosen: dict[str, list[int]] = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from poisonbench.api import Dataset, DatasetSplits, Split
+from poisonbench.api import Dataset, DatasetSplits, Split, default_data_dir
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
 
@@ -29,14 +29,13 @@ class SVHN(Dataset):
     name = "svhn"
     image_shape = (32, 32, 3)
     num_classes = 10
+    train_size, test_size = 73_257, 26_032  # mean/std are measured on the train split in load
     # md5 of the official files, handed to torchvision's loader (tests swap in checksums of tiny
     # files; tests/test_svhn.py asserts these equal torchvision's own table).
     md5: ClassVar[dict[str, str]] = {"train": "e26dedcc434d2e4c54c9b2d4a06d8373",
                                      "test": "eb5a983be6a315427106f1b164d9cef3"}
 
     def locations(self, data_dir: Path | None) -> list[Path]:
-        from poisonbench.plugins.datasets import default_data_dir
-
         root = default_data_dir(data_dir)
         return [root / "svhn", root]
 

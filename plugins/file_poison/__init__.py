@@ -1,7 +1,7 @@
 """The ``file`` poison: evaluate a poison made elsewhere, read from a file instead of crafted.
 
 Most poisons worth ranking already exist as downloads from their papers' repositories; this reads
-them in the formats those repositories save (benchmark/importers.py has the readers):
+them in the formats those repositories save (``formats.py`` and ``readers.py`` beside this file):
 our safetensors artifacts, a folder of per-index PNGs ``data/<i>.png`` (adversarial-poisons), a
 ``torch.save`` perturbation tensor ``[N|K, C, H, W]`` in [−ε, ε] (unlearnable-examples; read with
 ``torch.load(weights_only=True)`` only), and ``.npy``/``.npz`` uint8 images (``allow_pickle=False``).
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from poisonbench.api import CraftContext, Poison, Split
-from poisonbench.errors import ArtifactError, BadInput
+from poisonbench.errors import ArtifactError
 from poisonbench.hookspecs import hookimpl
 
 
@@ -64,8 +64,9 @@ class FilePoison(Poison):
     def check_references(self, catalog) -> list[tuple[str | None, str]]:
         """Suite validation: the path is allowed and exists, and the file passes the cheap checks
         (format, no pickle or object arrays, PNG index gaps, a perturbation within ``eps``)."""
+        from poisonbench.api import active_paths
         from poisonbench.errors import PoisonbenchError
-        from poisonbench.plugins.file_poison.formats import active_paths, preflight
+        from poisonbench.plugins.file_poison.formats import preflight
 
         if not self.params.path.strip():
             return [(None, "missing required param 'path' (the poison file or folder)")]
@@ -77,7 +78,7 @@ class FilePoison(Poison):
         return []
 
     def resolve(self, ctx: CraftContext):
-        from poisonbench.plugins.file_poison.formats import active_paths
+        from poisonbench.api import active_paths
 
         return active_paths(data_dir=ctx.data_dir, extra=ctx.extra).resolve(
             self.params.path, what="poison 'file': path")
@@ -95,30 +96,13 @@ class FilePoison(Poison):
 
         path = self.resolve(ctx)
         imported = import_poison(path, fmt=self.params.format, clean=clean, num_classes=ctx.num_classes,
-                                 applied=self.params.applied, full_train=_full_train_loader(ctx))
+                                 applied=self.params.applied, full_train=ctx.full_train)
         if self.params.sha256 and imported.sha256 != self.params.sha256.lower():
             raise ArtifactError(f"{path}: sha256 {imported.sha256[:16]}… differs from the declared "
                                 f"{self.params.sha256[:16]}…")
         self.source = imported.manifest(path)
         self.applied = imported.applied  # instance override of the class attribute
         return imported.images
-
-
-def _full_train_loader(ctx: CraftContext):
-    """Loads the dataset's whole training split once, for files made on the full set."""
-    cached: list = []
-
-    def load():
-        if not cached:
-            params = ctx.extra.get("dataset_params") or {}
-            try:
-                dataset = ctx.catalog.datasets.create(ctx.dataset_name, params)
-                cached.append(dataset.load(data_dir=ctx.data_dir, download=False).train)
-            except (BadInput, AttributeError):  # unknown params / no catalog: cannot align
-                return None
-        return cached[0]
-
-    return None if ctx.catalog is None or not ctx.dataset_name else load
 
 
 @hookimpl

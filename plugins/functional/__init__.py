@@ -2,7 +2,7 @@
 
 Paper: Laidlaw & Feizi, "Functional Adversarial Attacks" (NeurIPS 2019) — ReColorAdv (C), combined
 with StAdv (S, Xiao et al. 2018) and an additive δ (D) — as benchmarked by Sandoval-Segura et al.
-(CVPR-W 2022), Table 1. Exact algorithm: ../shared/spec/poisons.md, section FC/FCS/FCSD.
+(CVPR-W 2022), Table 1. The algorithm and its decisions: docs/poisons.md, section FC, FCS, FCSD.
 
 Threat model ``functional`` (not an L∞ ball): every image is attacked on its own (sample-wise,
 untargeted) through x → colour lattice (C) → flow (S) → + δ (D), minimising the Carlini–Wagner margin
@@ -25,7 +25,7 @@ Params:
   precision    auto = bf16 autocast of the surrogate's forward on CUDA, fp32 on CPU; the colour,
                flow and δ arithmetic is always fp32
   surrogate    victim name of the surrogate architecture (resnet18); surrogate_* its training recipe
-               (benchmark/surrogate.py; shared with P*/M*, so one surrogate per seed serves all)
+               (``ctx.surrogate``; shared with P*/M*, so one surrogate per seed serves all)
 
 Grayscale (1-channel) images: replicated to RGB for the colour map and averaged back (a grey
 output stays exactly grey); gray colours sit on the lattice's u = v = 0.5 axis, so effectively the
@@ -37,8 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from poisonbench.api import CraftContext, Poison, Split
-from poisonbench.crafting.surrogate_params import SurrogateParams, UsesSurrogate
+from poisonbench.api import CraftContext, Paper, Poison, Split, SurrogateParams, UsesSurrogate
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
 
@@ -80,6 +79,8 @@ class Functional(UsesSurrogate, Poison):
 
     name = "functional"
     family = "functional"
+    paper = Paper(title="Functional Adversarial Attacks", venue="NeurIPS", year=2019,
+                  url="https://arxiv.org/abs/1906.00001", authors="Laidlaw & Feizi")
     kind = "max"
     applied = "sample"
     threat_model = "functional"
@@ -102,7 +103,7 @@ class Functional(UsesSurrogate, Poison):
                                     "delta": "fraction of the pixel range (L∞)"}}
 
     def attack_config(self, device: str = "cpu"):
-        from poisonbench.crafting.surrogate import resolved_precision
+        from poisonbench.api import resolved_precision
         from poisonbench.plugins.functional import ops
 
         p = self.params
@@ -133,3 +134,7 @@ def poisonbench_register_poisons(register):
                                    ("FCSD", list(ORDER), "C+S+D")):
         register(Functional, name, params={"components": components},
                  description=f"100-step functional {what} (Laidlaw & Feizi 2019)")
+    # CPU-sized (named as such): FCSD with 5 Adam steps on a 3-epoch small_cnn surrogate.
+    register(Functional, "FCSD-cpu", params={"components": list(ORDER), "steps": 5, "surrogate": "small_cnn",
+                                             "surrogate_epochs": 3, "surrogate_milestones": [2]},
+             description="CPU-sized functional C+S+D: 5 Adam steps, 3-epoch small_cnn surrogate")

@@ -1,7 +1,7 @@
 """Torch operations of the functional poisons: CIELUV colour lattice (ReColorAdv), StAdv flow, δ.
 
 Everything is batched, differentiable where the attack needs gradients, and device-agnostic
-(spec/poisons.md, section FC/FCS/FCSD; Laidlaw & Feizi 2019, "Functional adversarial attacks").
+(docs/poisons.md, section FC, FCS, FCSD; Laidlaw & Feizi 2019, "Functional adversarial attacks").
 
 Conventions: images are float NCHW in [0, 1]. Colours in CIELUV are *scaled* to about [0, 1]:
 (L/100, (u+100)/200, (v+100)/200). The colour lattice is a tensor (N, 3, R_L, R_u, R_v) —
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from poisonbench.api import export_uint8
 
 SRGB_TO_XYZ = (
     (0.4124, 0.3576, 0.1805),
@@ -361,7 +363,7 @@ def craft_poison(model, images: Tensor, labels: Tensor, *, cfg: AttackConfig, ba
                  device: str | torch.device = "cpu", on_step=None) -> Tensor:
     """Attack every image in fixed-order batches; return poisoned uint8 (N, H, W, C) on the CPU.
 
-    Export is the spec's floor(255·x' + 0.5) with x' in [0, 1]. Nothing is random: the result
+    Export is the project's floor(255·x' + 0.5) with x' in [0, 1]. Nothing is random: the result
     depends only on the images, labels, config and model (the seed enters through the surrogate).
     """
     out = torch.empty_like(images)
@@ -371,5 +373,5 @@ def craft_poison(model, images: Tensor, labels: Tensor, *, cfg: AttackConfig, ba
             x = images[start:stop].to(device).permute(0, 3, 1, 2).float() / 255
             y = labels[start:stop].to(device)
             adv = functional_attack(model, x, y, cfg=cfg, on_step=on_step).images
-            out[start:stop] = (adv * 255 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+            out[start:stop] = export_uint8(adv, channels_first=True)
     return out

@@ -13,7 +13,7 @@ need the same class folders; class indices follow the sorted folder names.
 Params:
   root        -- the folder holding ``train/`` and ``test/``. Relative paths resolve against the
                  suite file's folder, then ``--data-dir``; the folder must lie under one of those or
-                 an ``--allow-path`` (benchmark/importers.py ``UserPaths``).
+                 an ``--allow-path`` (the path policy ``poisonbench.api.active_paths`` returns).
   image_size  -- side in pixels of the square images the victims see. An image of another size is
                  resized so its shorter side is ``image_size`` (bilinear, antialiased) and centre-
                  cropped to a square (torchvision's ``Resize(s)`` + ``CenterCrop(s)``).
@@ -25,11 +25,10 @@ sha256 of every file's path and bytes; an unreadable image is one error line nam
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from poisonbench.api import Dataset, DatasetSplits, Split
+from poisonbench.api import Dataset, DatasetSplits, Split, default_cache_dir
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
 
@@ -42,12 +41,6 @@ class ImageFolderParams:
     def __post_init__(self):
         if self.image_size <= 0:
             raise ValueError(f"image_size must be a positive number of pixels, got {self.image_size}")
-
-
-def cache_dir() -> Path:
-    """``$POISONBENCH_CACHE_DIR``, else ``~/.cache/poisonbench`` (the CLI's default cache dir)."""
-    env = os.environ.get("POISONBENCH_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "poisonbench"
 
 
 class ImageFolder(Dataset):
@@ -64,7 +57,7 @@ class ImageFolder(Dataset):
         return []
 
     def resolve_root(self, data_dir: Path | None) -> Path:
-        from poisonbench.plugins.file_poison.formats import active_paths
+        from poisonbench.api import active_paths
 
         return active_paths(data_dir=data_dir).resolve(self.params.root, what="dataset 'image_folder': root")
 
@@ -83,7 +76,7 @@ class ImageFolder(Dataset):
         if not self.params.root.strip():
             raise BadInput("dataset 'image_folder': missing required param 'root'")
         loaded = ops.load_tree(self.resolve_root(data_dir), image_size=self.params.image_size,
-                               cache_dir=cache_dir())
+                               cache_dir=default_cache_dir())
         train, test = Split(*loaded["train"]), Split(*loaded["test"])
         mean, std = ops.channel_stats(train.images)
         std = tuple(max(s, 1e-3) for s in std)  # a constant channel must not divide by zero

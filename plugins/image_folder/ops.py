@@ -1,6 +1,6 @@
 """Class-folder image trees: scan, check, decode once with PIL, cache as uint8 safetensors.
 
-The heavy half of ``plugins/image_folder.py`` (imports numpy, PIL, torch), imported only when a
+The heavy half of ``plugins/image_folder/__init__.py`` (imports numpy, PIL, torch), imported only when a
 dataset is loaded. Layout (torchvision's ImageFolder convention)::
 
     ROOT/train/<class>/<any name>.{png,jpg,jpeg,bmp,webp}
@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from poisonbench.api import atomic_path, export_uint8
 from poisonbench.errors import BadInput
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -136,7 +136,7 @@ def _normalise_mode(img):
             top = 1.0 if array.max() <= 1.0 else 255.0  # float images in [0, 1] or [0, 255]
         else:
             top = 255.0 if img.mode == "I" and array.max() <= 255 else 65535.0
-        scaled = np.clip(np.floor(array / top * 255.0 + 0.5), 0, 255).astype(np.uint8)
+        scaled = export_uint8(torch.from_numpy(array / top)).numpy()  # floor(255·x + 0.5), float64
         return Image.fromarray(scaled)  # 2-D uint8 is mode L
     return img.convert("RGB")  # P, RGBA, CMYK, YCbCr, ...: alpha dropped, palette expanded
 
@@ -238,21 +238,12 @@ def _read_cache(path: Path, fingerprint: str) -> dict | None:
 
 
 def _write_cache(path: Path, result: dict) -> None:
-    import tempfile
-
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for split in SPLITS:
         images, labels = result[split]
         tensors[f"{split}_images"], tensors[f"{split}_labels"] = images.contiguous(), labels.contiguous()
     meta = {"fingerprint": result["fingerprint"], "classes": json.dumps(result["classes"])}
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)

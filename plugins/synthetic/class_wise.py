@@ -6,7 +6,7 @@ added, exported with round-half-up) is the same for all of them. Import-light: n
 
 from __future__ import annotations
 
-from poisonbench.api import CraftContext, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split, export_uint8
 
 
 class ClassWisePattern(Poison):
@@ -15,13 +15,14 @@ class ClassWisePattern(Poison):
     kind = "random"
     applied = "class"
     threat_model = "linf"
+    # Regions and low-frequency patterns are the synthetic poisons introduced by this study.
+    paper = Paper(title="Poisons that are learned faster are more effective", venue="CVPR Workshops",
+                  year=2022, url="https://arxiv.org/abs/2204.08615", authors="Sandoval-Segura et al.")
 
     def perturbation(self, *, num_classes: int, shape: tuple[int, int, int], seed: int):
         """Float32 (K, H, W, C) per-class perturbation before quantisation (fraction of the pixel range)."""
         raise NotImplementedError
 
     def craft(self, clean: Split, *, ctx: CraftContext):
-        from poisonbench.plugins.synthetic.ops import export
-
         delta = self.perturbation(num_classes=ctx.num_classes, shape=clean.image_shape, seed=ctx.seed)
-        return export(clean.images, delta, clean.labels)
+        return export_uint8(clean.images, delta, index=clean.labels)

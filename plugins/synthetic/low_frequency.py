@@ -6,7 +6,7 @@ norm="ortho")``, computed here with a DCT matrix in torch); every image of the c
 
 Params:
   n     -- side of the top-left block of DCT coefficients that is non-zero (1 ≤ n ≤ min(H, W))
-  scale -- 'rescale' (spec decision): v ← ε·v / max|v|, so max|v| = ε exactly;
+  scale -- 'rescale' (the decision of docs/poisons.md): v ← ε·v / max|v|, so max|v| = ε exactly;
            'clip': v ← clip(v, −ε, ε) (the other reading)
   eps   -- L∞ budget as a fraction of the pixel range (default 8/255)
 """

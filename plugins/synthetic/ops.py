@@ -1,6 +1,6 @@
-"""Tensor code of the synthetic poisons (regions, low frequency, random noise) and the uint8 export.
+"""Tensor code of the synthetic poisons (regions, low frequency, random noise).
 
-Private helper of plugins/regions.py, plugins/low_frequency.py and plugins/random_noise.py, imported
+Private helper of regions.py, low_frequency.py and random_noise.py beside it, imported
 inside their methods so that listing plugins never imports torch. Perturbations are float32 in
 pixel-fraction units (8/255 ≈ 0.0314), shaped (H, W, C) per class or per image.
 """
@@ -13,13 +13,11 @@ import warnings
 import numpy as np
 import torch
 
+from poisonbench.api import export_uint8
 from poisonbench.errors import BadInput
 
-# Images per step: temporaries of 256×32×32×3 stay in cache (~1.5–3 MB). NOISE_CHUNK is also the
-# random draw size: fixed, so the bytes never change. The streaming loops use numpy, which runs
-# each element-wise op on one thread: torch's intra-op threads on tiny chunks were 10× slower on a
-# loaded 2-core machine (perf/bench_synthetic_poisons.py).
-EXPORT_CHUNK = 256
+# Images per random draw: fixed, so the bytes never change; temporaries of 256×32×32×3 stay in cache.
+# Exports go through ``poisonbench.api.export_uint8`` (numpy, chunked; its docstring has the why).
 NOISE_CHUNK = 256
 
 
@@ -30,54 +28,12 @@ def generator(seed: int) -> torch.Generator:
     return gen
 
 
-def _levels(delta: np.ndarray) -> np.ndarray:
-    """floor(255·δ + 0.5) in float32, in place, as int16 (the one quantisation every path uses)."""
-    np.multiply(delta, np.float32(255), out=delta)
-    np.add(delta, np.float32(0.5), out=delta)
-    np.floor(delta, out=delta)
-    return delta.astype(np.int16)
-
-
-def quantize(delta: torch.Tensor) -> torch.Tensor:
-    """Whole grey levels floor(255·δ + 0.5) as int16 (float32 arithmetic, round half up)."""
-    arr = np.array(
-        delta.detach().cpu().to(torch.float32).numpy(), dtype=np.float32, order="C", copy=True
-    )
-    return torch.from_numpy(_levels(arr))
-
-
-def _add_levels(images: np.ndarray, levels: np.ndarray, out: np.ndarray) -> None:
-    levels += images  # int16: x + q never overflows
-    np.clip(levels, 0, 255, out=levels)
-    out[...] = levels
-
-
-def export(
-    images: torch.Tensor, delta: torch.Tensor, index: torch.Tensor | None = None
-) -> torch.Tensor:
-    """uint8 of floor(255·clamp(x/255 + δ, 0, 1) + 0.5) (round half up).
-
-    For integer x this equals clamp(x + floor(255·δ + 0.5), 0, 255), which is computed here in
-    int16 (exact, and faster than the float formula). ``delta`` is (N, H, W, C), or (K, H, W, C)
-    indexed per image by ``index`` (class-wise poisons).
-    """
-    levels = quantize(delta).numpy()
-    src = images.detach().cpu().contiguous().numpy()
-    idx = index.detach().cpu().numpy() if index is not None else None
-    out = np.empty_like(src)
-    for start in range(0, src.shape[0], EXPORT_CHUNK):
-        stop = start + EXPORT_CHUNK
-        q = levels[idx[start:stop]] if idx is not None else levels[start:stop].copy()
-        _add_levels(src[start:stop], q, out[start:stop])
-    return torch.from_numpy(out)
-
-
 # -- regions ---------------------------------------------------------------------------------
 def region_grid(regions: int, height: int, width: int) -> tuple[int, int]:
     """(rows, cols) of the region grid: rows = the largest divisor of n not above √n.
 
     This gives √n × √n for square n (R4 2×2, RN=1024 32×32), 1 × 2 for R2 (left/right halves) and
-    8 × 16 for R128 (4 × 2 px patches on 32×32), the spec's decisions. A grid finer than the image
+    8 × 16 for R128 (4 × 2 px patches on 32×32), the decisions of docs/poisons.md. A grid finer than the image
     is capped at one pixel per region (RN is per-pixel at any size).
     """
     if regions < 1:
@@ -217,9 +173,9 @@ def uniform_noise(
 
 def random_noise_images(images: torch.Tensor, *, eps: float, seed: int) -> torch.Tensor:
     """Poisoned uint8 images with fresh U(−ε, ε) noise per image, streamed chunk by chunk."""
-    src = images.detach().cpu().contiguous().numpy()
-    out = np.empty_like(src)
-    for start, delta in noise_chunks(count=src.shape[0], shape=src.shape[1:], eps=eps, seed=seed):
+    src = images.detach().cpu().contiguous()
+    out = torch.empty_like(src)
+    for start, delta in noise_chunks(count=src.shape[0], shape=tuple(src.shape[1:]), eps=eps, seed=seed):
         stop = start + delta.shape[0]
-        _add_levels(src[start:stop], _levels(delta), out[start:stop])
-    return torch.from_numpy(out)
+        out[start:stop] = export_uint8(src[start:stop], torch.from_numpy(delta))
+    return out

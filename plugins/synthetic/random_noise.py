@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from poisonbench.api import CraftContext, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split
 from poisonbench.hookspecs import hookimpl
 
 
@@ -34,6 +34,8 @@ class RandomNoise(Poison):
     applied = "sample"
     threat_model = "linf"
     Params = RandomNoiseParams
+    paper = Paper(title="Poisons that are learned faster are more effective", venue="CVPR Workshops",
+                  year=2022, url="https://arxiv.org/abs/2204.08615", authors="Sandoval-Segura et al.")  # the RN row of its Table 1
 
     def perturbation(self, *, count: int, shape: tuple[int, int, int], seed: int):
         """Float32 (N, H, W, C) per-image perturbation before quantisation."""

@@ -2,7 +2,7 @@
 
 Threat model: L∞, additive, class-wise. For each class c a random sign pattern is drawn:
 B ∈ {0,1}^{n×C} ~ Bernoulli(0.5), v = ε·(2B − 1), and each C-vector is tiled over one region of the
-image grid; every image of class c gets the same v. Layout (spec/poisons.md decisions): square n
+image grid; every image of class c gets the same v. Layout (the decisions in docs/poisons.md): square n
 is a √n × √n grid (R4 2×2, RN = 1024 → per pixel on 32×32), R2 the left/right halves, R128 an
 8-row × 16-column grid of 4 × 2 px patches; in general rows = the largest divisor of n not above
 √n. Sizes that do not divide evenly get regions as equal as integer boundaries allow.

@@ -1,7 +1,7 @@
 """Error-minimising "unlearnable examples" poisons SU (sample-wise) and CU (class-wise).
 
 Paper: Huang, Ma, Erfani, Bailey, Wang, "Unlearnable Examples: Making Personal Data Unexploitable",
-ICLR 2021. Spec: shared/spec/poisons.md, section SU/CU (the benchmark's reading of the authors' code).
+ICLR 2021. The algorithm (this benchmark's reading of the authors' code): docs/poisons.md, SU, CU.
 
 Threat model: additive L∞ perturbation, ``eps`` (fraction of the pixel range, 8/255 by default).
 The noise *minimises* the training loss (bi-level min-min): a fresh model (no pretrained surrogate)
@@ -23,6 +23,21 @@ Params (both families; units in brackets):
   max_rounds [rounds]         give up (RunFailed) after this many rounds, 100
   on_max_rounds               fail (default) | keep: export the noise after max_rounds anyway
                               (the manifest then says converged: false)
+  refresh_batchnorm [bool]    recompute the crafting model's BatchNorm running statistics on the
+                              current poisoned data (one forward pass) before each noise update and
+                              accuracy check; false = the original (running averages of the last steps)
+  stall_rounds [rounds]       after this many rounds, an accuracy that never left chance (within 5
+                              points of 1/classes) means the craft is not converging, 5
+  on_stall                    warn (default) | fail: stop with that message instead of running on
+
+Progress: each round shows the accuracy, its trend (points per round over the last 4 rounds) and
+the estimated rounds left; the manifest records every round's accuracy (``crafting_accs``).
+
+CPU presets ``SU-cpu`` and ``CU-cpu``: ``small_cnn`` crafting model, ``refresh_batchnorm: true``,
+``on_stall: fail``. Why: with 10 SGD steps per round the running BatchNorm averages lag the weights,
+so the eval-mode model that the noise is fitted to (and that the stop check judges) is not the one
+trained -- the noise chases a stale model and the check can sit at chance on real photos. Measured
+numbers are in docs/measurement.md.
   subset_fraction (CU only)   seeded stratified share of the training set used for the noise, 0.2
 """
 
@@ -31,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from poisonbench.api import CraftContext, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split
 from poisonbench.hookspecs import hookimpl
 
 
@@ -50,6 +65,9 @@ class SampleWiseParams:
     stop_acc: float = 0.99  # stop once accuracy on the poisoned data is strictly above this
     max_rounds: int = 100  # fail loudly after this many rounds instead of looping forever
     on_max_rounds: Literal["fail", "keep"] = "fail"  # keep = export the unconverged noise anyway
+    refresh_batchnorm: bool = False  # recompute BatchNorm statistics before noise update and check
+    stall_rounds: int = 5  # rounds after which an accuracy still at chance means "not converging"
+    on_stall: Literal["warn", "fail"] = "warn"  # fail = stop then, instead of after max_rounds
 
     def __post_init__(self):
         if not self.eps > 0:
@@ -58,7 +76,7 @@ class SampleWiseParams:
             raise ValueError(f"step_size must be > 0, got {self.step_size}")
         if not 0 <= self.stop_acc < 1:  # accuracy must be strictly above it, so 1 never stops
             raise ValueError(f"stop_acc must be in [0, 1), got {self.stop_acc}")
-        for key in ("attack_steps", "batch_size", "max_rounds"):
+        for key in ("attack_steps", "batch_size", "max_rounds", "stall_rounds"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         for key in ("lr", "momentum", "weight_decay", "grad_clip", "train_steps"):
@@ -80,11 +98,13 @@ class ClassWiseParams(SampleWiseParams):
 
 
 class _Unlearnable(Poison):
-    """Shared surface of SU and CU; the torch code lives in plugins/_unlearnable_ops.py."""
+    """Shared surface of SU and CU; the torch code lives in ops.py beside this file."""
 
     family = "unlearnable"
     kind = "min"
     threat_model = "linf"
+    paper = Paper(title="Unlearnable Examples: Making Personal Data Unexploitable", venue="ICLR", year=2021,
+                  url="https://arxiv.org/abs/2101.04898", authors="Huang et al.")
     label: ClassVar[str] = ""  # short name used in messages
     # Contract checks (poisonbench.testing): a small net and one short round, converged or not.
     contract_params: ClassVar[dict[str, Any]] = {
@@ -151,3 +171,8 @@ def poisonbench_register_poisons(register):
         params={},
         description="class-wise unlearnable examples (error-minimising, 20% subset)",
     )
+    cpu = {"model": "small_cnn", "refresh_batchnorm": True, "on_stall": "fail"}
+    register(UnlearnableSample, "SU-cpu", params=cpu,
+             description="CPU preset of SU: small_cnn, BatchNorm statistics refreshed each round")
+    register(UnlearnableClass, "CU-cpu", params=cpu,
+             description="CPU preset of CU: small_cnn, BatchNorm statistics refreshed each round")

@@ -5,7 +5,7 @@ trains ResNet-18 (Table 1) and ResNet-18, VGG-19, MobileNet, GoogLeNet (Table 2)
 CIFAR-10. Names:
 
 - ``resnet18``, ``resnet50``, ``vgg19``, ``mobilenet`` (MobileNetV2), ``googlenet``: torchvision model
-  classes adapted to small inputs (adaptations documented in plugins/_cifar_nets.py).
+  classes adapted to small inputs (adaptations documented in cifar_nets.py beside this file).
 - ``small_cnn`` (param ``width``: channels of the first block, default 16): three conv blocks; for
   CPU runs (demo, smoke, tests).
 - ``timm:<arch>``: ``timm.create_model(arch, num_classes=, in_chans=, pretrained=False)``.

@@ -1,6 +1,6 @@
-"""Model builders behind plugins/victims.py: the paper's CIFAR nets from torchvision classes, a small CNN.
+"""Model builders behind plugins/victims/__init__.py: the paper's CIFAR nets from torchvision classes, a small CNN.
 
-The paper (spec/protocol.md) trains the usual CIFAR variants of ImageNet architectures (as in
+The paper (docs/protocol.md) trains the usual CIFAR variants of ImageNet architectures (as in
 kuangliu/pytorch-cifar). We build them from torchvision's model classes and adapt them to small inputs:
 
 - ResNet-18/50: 3×3 stride-1 stem convolution, no max-pool (32×32 → 4×4 before global pooling).

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from poisonbench.api import Poison
+from poisonbench.api import Poison, export_uint8
 from poisonbench.hookspecs import hookimpl
 
 
@@ -47,17 +47,22 @@ class Checkerboard(Poison):
         phases = torch.randint(0, 2, (ctx.num_classes,), generator=gen)
         rows = torch.arange(height).view(height, 1)
         cols = torch.arange(width).view(1, width)
+        advance = ctx.advance_bar("checkerboard patterns", ctx.num_classes)  # a no-op outside a run
         deltas = []
         for c in range(ctx.num_classes):
             size = self.params.cell + c % 3
             board = ((rows // size + cols // size + phases[c]) % 2).float() * 2 - 1  # ±1
             deltas.append(board.unsqueeze(-1).expand(height, width, channels) * self.params.eps)
-        delta = torch.stack(deltas)[clean.labels]  # (N, H, W, C) fraction of the pixel range
-        poisoned = (clean.images.float() / 255 + delta).clamp(0, 1)
-        return torch.floor(poisoned * 255 + 0.5).to(torch.uint8)  # round half up, as the spec exports
+            advance(1, cell=size)
+        delta = torch.stack(deltas)  # (K, H, W, C) fraction of the pixel range, one per class
+        # The export every built-in uses: clamp(x + floor(255·δ + 0.5), 0, 255), δ picked by label.
+        return export_uint8(clean.images, delta, index=clean.labels)
 
 
 @hookimpl
 def poisonbench_register_poisons(register):
+    from poisonbench_example_poison.nudge import SurrogateNudge
+
     register(Checkerboard)
     register(Checkerboard, "CB4", params={"cell": 4}, description="checkerboard with 4-px cells")
+    register(SurrogateNudge)

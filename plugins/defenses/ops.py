@@ -1,0 +1,198 @@
+"""Torch code of the image-squeezing and augmentation defenses: batched, seeded, PIL-exact where it matters.
+
+Preprocess ops take and return uint8 (N, H, W, C) CPU tensors; batch ops take float (B, C, H, W)
+in [0, 1] on any device and draw every random number from the given ``torch.Generator`` (or, for
+Beta draws, a numpy generator seeded from the batch seed), so a batch is a pure function of its seed.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+JPEG_CHUNK = 512  # images per encode/decode call (one thread works on one chunk)
+
+
+# -- preprocess (uint8 NHWC) ---------------------------------------------------------------------
+
+def jpeg(images: torch.Tensor, *, quality: int, threads: int | None = None) -> torch.Tensor:
+    """Per-image JPEG round trip at ``quality`` with libjpeg's defaults (4:2:0, ISLOW, IJG tables).
+
+    Each image is encoded on its own (tiling a batch into one JPEG bleeds across borders). RGB
+    images are coded as YCbCr, 1-channel images as single-component greyscale JPEGs. Byte-identical
+    to ``PIL.Image.save(buf, "JPEG", quality=q)`` then ``Image.open`` (tests check it). Chunks run on
+    ``threads`` threads (default: torch's intra-op thread count); torchvision's codec releases the GIL.
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codec for TorchCodec; still libjpeg
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _jpeg(images, quality=quality, threads=threads)
+
+
+def _jpeg(images: torch.Tensor, *, quality: int, threads: int | None) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+    n, _, _, c = images.shape
+    mode = ImageReadMode.RGB if c == 3 else ImageReadMode.GRAY
+    chw = images.permute(0, 3, 1, 2)
+
+    def run(start: int) -> torch.Tensor:
+        part = [chw[i].contiguous() for i in range(start, min(n, start + JPEG_CHUNK))]
+        decoded = decode_jpeg(encode_jpeg(part, quality=int(quality)), mode=mode)
+        return torch.stack(decoded).permute(0, 2, 3, 1)
+
+    starts = list(range(0, n, JPEG_CHUNK))
+    workers = max(1, min(len(starts), threads or torch.get_num_threads()))
+    if workers == 1:
+        parts = [run(s) for s in starts]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(run, starts))
+    return torch.cat(parts).contiguous() if parts else images.clone()
+
+
+def luma_pil(images: torch.Tensor) -> torch.Tensor:
+    """PIL's ``convert("L")`` of uint8 RGB (..., 3): ``(19595 R + 38470 G + 7471 B + 32768) >> 16``."""
+    x = images.to(torch.int32)
+    return ((19595 * x[..., 0] + 38470 * x[..., 1] + 7471 * x[..., 2] + 32768) >> 16).to(torch.uint8)
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """PIL ``convert("L")`` copied to 3 channels (torchvision ``Grayscale(3)`` on PIL images)."""
+    return luma_pil(images)[..., None].expand(*images.shape[:-1], 3).contiguous()
+
+
+def bit_depth(images: torch.Tensor, *, bits: int) -> torch.Tensor:
+    """Keep the top ``bits`` bits of every value (``RandomPosterize(bits, p=1)``): a floor, not rounding."""
+    return images & ((0xFF << (8 - bits)) & 0xFF)
+
+
+def median(images: torch.Tensor, *, kernel_size: int, chunk: int = 256) -> torch.Tensor:
+    """k×k median per channel with replicate borders (= PIL ``MedianFilter(k)``), in chunks."""
+    n, h, w, c = images.shape
+    p = kernel_size // 2
+    out = torch.empty_like(images)
+    for start in range(0, n, chunk):
+        x = images[start:start + chunk].permute(0, 3, 1, 2).float()
+        b = x.shape[0]
+        x = F.pad(x.reshape(b * c, 1, h, w), (p, p, p, p), mode="replicate")
+        windows = F.unfold(x, kernel_size).reshape(b, c, kernel_size * kernel_size, h, w)
+        med = windows.median(dim=2).values  # k*k is odd: the middle value, exact
+        out[start:start + chunk] = med.round().to(torch.uint8).permute(0, 2, 3, 1)
+    return out
+
+
+def gaussian_taps(kernel_size: int, sigma: float) -> torch.Tensor:
+    """torchvision's 1-D Gaussian: taps at integer offsets, normalised to sum 1 (float64)."""
+    half = (kernel_size - 1) * 0.5
+    x = torch.linspace(-half, half, kernel_size, dtype=torch.float64)
+    pdf = torch.exp(-0.5 * (x / sigma) ** 2)
+    return pdf / pdf.sum()
+
+
+def gaussian_blur(images: torch.Tensor, *, kernel_size: int, sigma: float, chunk: int = 1024) -> torch.Tensor:
+    """torchvision ``GaussianBlur(k, sigma)`` on uint8 images: separable, reflect padding, rounded."""
+    n, h, w, c = images.shape
+    taps = gaussian_taps(kernel_size, sigma).float()
+    p = kernel_size // 2
+    out = torch.empty_like(images)
+    for start in range(0, n, chunk):
+        x = images[start:start + chunk].permute(0, 3, 1, 2).float()
+        b = x.shape[0]
+        x = F.pad(x.reshape(b * c, 1, h, w), (p, p, p, p), mode="reflect")
+        x = F.conv2d(x, taps.view(1, 1, 1, -1))
+        x = F.conv2d(x, taps.view(1, 1, -1, 1))
+        out[start:start + chunk] = x.reshape(b, c, h, w).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out
+
+
+def blur_is_identity(kernel_size: int, sigma: float) -> bool:
+    """True when the blur cannot move a uint8 value: 255·(1 − centre weight²) < 0.5 (rounding)."""
+    centre = float(gaussian_taps(kernel_size, sigma)[kernel_size // 2])
+    return 255.0 * (1.0 - centre * centre) < 0.5
+
+
+# -- batch ops (float B×C×H×W in [0, 1]) ----------------------------------------------------------
+
+def beta(alpha: float, size: int, *, seed: int, device) -> torch.Tensor:
+    """``size`` Beta(alpha, alpha) draws from a numpy generator seeded with ``seed`` (float32)."""
+    draws = np.random.default_rng(seed).beta(alpha, alpha, size=size)
+    return torch.from_numpy(draws).float().to(device)
+
+
+def gaussian_noise(x: torch.Tensor, *, std: float, gray_p: float, quantize: str,
+                   generator: torch.Generator) -> torch.Tensor:
+    """ECLIPSE's compensation: grey with prob ``gray_p`` (RGB only), + N(0, std²), clamp, floor to 1/255."""
+    b, c = x.shape[:2]
+    if gray_p > 0 and c == 3:
+        grey = torch.rand(b, generator=generator, device=x.device) < gray_p
+        levels = (x * 255).round().to(torch.int32)
+        luma = ((19595 * levels[:, 0] + 38470 * levels[:, 1] + 7471 * levels[:, 2] + 32768) >> 16).float() / 255
+        x = torch.where(grey[:, None, None, None], luma[:, None].expand_as(x), x)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    x = (x + std * noise).clamp(0, 1)
+    return torch.floor(x * 255) / 255 if quantize == "floor" else x
+
+
+def cutout(x: torch.Tensor, *, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero one length×length box per image, centred anywhere (clipped at borders), all channels."""
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b,), generator=generator, device=x.device)
+    cx = torch.randint(0, w, (b,), generator=generator, device=x.device)
+    half = length // 2
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    inside_r = (rows[None] >= (cy - half).clamp(0, h)[:, None]) & (rows[None] < (cy + half).clamp(0, h)[:, None])
+    inside_c = (cols[None] >= (cx - half).clamp(0, w)[:, None]) & (cols[None] < (cx + half).clamp(0, w)[:, None])
+    box = inside_r[:, :, None] & inside_c[:, None, :]
+    return x * (~box)[:, None].to(x.dtype)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float, prob: float, per_sample: bool,
+          generator: torch.Generator, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x', y_a, y_b, lam)`` with ``x' = (1-lam) x + lam x[perm]`` (kornia ``RandomMixUpV2`` semantics)."""
+    b = x.shape[0]
+    perm = torch.randperm(b, generator=generator, device=x.device)
+    lam = beta(alpha, b if per_sample else 1, seed=seed, device=x.device).expand(b).clone()
+    lam = lam * (torch.rand(b, generator=generator, device=x.device) < prob).float()
+    mixed = (1 - lam)[:, None, None, None] * x + lam[:, None, None, None] * x[perm]
+    return mixed, y, y[perm], lam
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, *, alpha: float, prob: float, per_sample: bool,
+           generator: torch.Generator, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paste a box from a permuted partner; ``lam`` = the pasted area fraction (partner's weight).
+
+    per_sample (APBench/kornia ``RandomCutMixV2``): per image b ~ Beta, sides floor(sqrt(1-b)·H|W),
+    box wholly inside. Otherwise (CutMix paper code): one λ ~ Beta per batch, box centred uniformly,
+    clipped at the borders, λ recomputed from the clipped area.
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+    perm = torch.randperm(b, generator=generator, device=dev)
+    apply = torch.rand(b if per_sample else 1, generator=generator, device=dev).expand(b) < prob
+    u = torch.rand(2, b, generator=generator, device=dev)
+    if per_sample:
+        r = torch.sqrt(1 - beta(alpha, b, seed=seed, device=dev))
+        ch, cw = torch.floor(r * h).long(), torch.floor(r * w).long()
+        y0 = torch.floor(u[0] * (h - ch - 1).clamp(min=0)).long()
+        x0 = torch.floor(u[1] * (w - cw - 1).clamp(min=0)).long()
+        y1, x1 = y0 + ch, x0 + cw
+    else:
+        r = math.sqrt(1 - float(beta(alpha, 1, seed=seed, device="cpu")[0]))
+        cut_h, cut_w = int(h * r), int(w * r)
+        cy = torch.floor(u[0, :1] * h).long().expand(b)
+        cx = torch.floor(u[1, :1] * w).long().expand(b)
+        y0, y1 = (cy - cut_h // 2).clamp(0, h), (cy + cut_h // 2).clamp(0, h)
+        x0, x1 = (cx - cut_w // 2).clamp(0, w), (cx + cut_w // 2).clamp(0, w)
+    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    box = ((rows[None] >= y0[:, None]) & (rows[None] < y1[:, None]))[:, :, None] \
+        & ((cols[None] >= x0[:, None]) & (cols[None] < x1[:, None]))[:, None, :]
+    box = box & apply[:, None, None]
+    lam = box.flatten(1).float().mean(1)
+    return torch.where(box[:, None], x[perm], x), y, y[perm], lam
