@@ -54,7 +54,7 @@ def main() -> None:
         for _ in range(args.repeat):
             out, wall, cpu = timed(lambda poison=poison: poison.craft(clean, ctx=ctx))
             probe = Artifact(out, clean.labels, {}, "")
-            _, check_wall, _ = timed(lambda probe=probe, poison=poison: check_artifact(
+            _, check_wall, _ = timed(lambda probe=probe, poison=poison, name=name: check_artifact(
                 probe, clean, budget=poison.budget_for((32, 32, 3)), threat_model=poison.threat_model,
                 source=name))
             if best is None or wall < best[0]:

@@ -24,9 +24,10 @@ import torch
 
 from poisonbench.api import to_float
 from poisonbench.catalog import default_catalog
-from poisonbench.training.device import resolve_device
+from poisonbench.crafting.surrogate import freeze, normalized
 from poisonbench.plugins.adversarial import ops
-from poisonbench.crafting.surrogate import CIFAR_CRAFTING_MEAN, CIFAR_CRAFTING_STD, freeze, normalized
+from poisonbench.plugins.datasets import Cifar10
+from poisonbench.training.device import resolve_device
 
 EPS, ALPHA, K = 8 / 255, 0.4 / 255, 10
 
@@ -75,7 +76,7 @@ def main() -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = default_catalog().victims.create(name).build(num_classes=K, in_channels=3, image_size=32)
-    model = normalized(net, (CIFAR_CRAFTING_MEAN, CIFAR_CRAFTING_STD), channels=3).to(device).eval()
+    model = normalized(net, (Cifar10.crafting_mean, Cifar10.crafting_std), channels=3).to(device).eval()
     frozen = freeze(copy.deepcopy(model)).to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.batch, 32, 32, 3), generator=gen, dtype=torch.uint8)

@@ -85,6 +85,8 @@ def lsp_features(labels, *, num_classes: int, features: int, class_sep: float, s
         bits = rng.integers(0, 2, size=(num_classes, features))
         if len(np.unique(bits, axis=0)) == num_classes:
             break
+    else:
+        raise BadInput(f"LSP: no {num_classes} distinct centroids among 2^{features} vertices (lower patch_size)")
     centroids = (2.0 * bits - 1.0) * class_sep
     out = np.empty((labels.shape[0], features))
     for c in range(num_classes):
@@ -102,7 +104,7 @@ def expand(features, *, shape: tuple[int, int, int], patch: int, eps2: float):
     grid_h, grid_w = -(-height // patch), -(-width // patch)
     cells = features.reshape(-1, grid_h, grid_w, channels)
     full = np.repeat(np.repeat(cells, patch, axis=1), patch, axis=2)[:, :height, :width, :]
-    norms = np.sqrt((full**2).reshape(full.shape[0], -1).sum(axis=1))
+    norms = np.sqrt(np.einsum("nhwc,nhwc->n", full, full))  # float64 features: exact enough to 1e-12
     return (full * (eps2 / norms)[:, None, None, None]).astype(np.float32)
 
 
@@ -123,9 +125,8 @@ class LinearSeparable(Poison):
 
     def budget_for(self, shape: tuple[int, int, int]) -> float:
         """ε₂ in pixel units for images (H, W, C); floor export adds its extra half level per entry."""
-        p = self.params
-        eps2 = p.eps_l2 if p.eps_l2 is not None else p.eps_lin * math.sqrt(shape[0] * shape[1] * shape[2])
-        return eps2 + (0.5 * math.sqrt(shape[0] * shape[1] * shape[2]) / 255 if p.quantize == "floor" else 0.0)
+        floor_slack = 0.5 * math.sqrt(math.prod(shape)) / 255 if self.params.quantize == "floor" else 0.0
+        return self.noise_radius(shape) + floor_slack
 
     def budget_label(self) -> str:
         if self.params.eps_l2 is not None:
@@ -133,8 +134,9 @@ class LinearSeparable(Poison):
         return f"L2 {self.budget_for((32, 32, 3)):.4g} at 32×32×3, ∝√d"
 
     def noise_radius(self, shape: tuple[int, int, int]) -> float:
+        """ε₂ = eps_l2, or eps_lin·√(H·W·C)."""
         p = self.params
-        return p.eps_l2 if p.eps_l2 is not None else p.eps_lin * math.sqrt(shape[0] * shape[1] * shape[2])
+        return p.eps_l2 if p.eps_l2 is not None else p.eps_lin * math.sqrt(math.prod(shape))
 
     def craft(self, clean: Split, *, ctx: CraftContext):
         import torch

@@ -10,9 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from poisonbench.api import BatchContext, Defense, DefenseContext, Split
+from poisonbench.catalog import default_catalog
 from poisonbench.catalog.params import check_params
 from poisonbench.catalog.registry import Registry
+from poisonbench.errors import Interrupted
 from poisonbench.plugins.defenses import adversarial_training, coin, orthogonal_projection, ueraser
+from poisonbench.training.defended import Chain
+from poisonbench.training.trainer import train_victim
+from tests.helpers_training import MEAN, STD, state_equal, tiny_config, tiny_model, tiny_splits
 
 MODULES = (ueraser, coin, adversarial_training, orthogonal_projection)
 
@@ -84,11 +89,13 @@ def test_bad_params_give_one_line(cls, raw, needle):
     assert needle in message and "\n" not in message
 
 
-def test_coin_refuses_offsets_larger_than_the_image_and_flags_identity(registry):
+def test_data_checks_coin_offsets_ueraser_jpeg_channels_and_identity(registry):
     assert registry.create("coin", {"alpha": 30.0}).check_data(image_shape=(28, 28, 1))
     assert registry.create("coin").check_data(image_shape=(28, 28, 1)) == []
     assert registry.create("coin", {"alpha": 0.0}).identity_on(image_shape=(28, 28, 1))
     assert registry.create("coin").identity_on(image_shape=(28, 28, 1)) is None
+    assert registry.create("ueraser_jpeg").check_data(image_shape=(8, 8, 4))
+    assert registry.create("ueraser_jpeg").check_data(image_shape=(8, 8, 1)) == []
 
 
 def test_coin_batch_keeps_target_and_follows_the_seed(registry):
@@ -135,3 +142,57 @@ def test_orthogonal_projection_preprocess_keeps_shape_and_is_deterministic(regis
     out = defense.preprocess(Split(images, labels), ctx=ctx)
     assert out.dtype == torch.uint8 and out.shape == images.shape and not torch.equal(out, images)
     assert torch.equal(out, defense.preprocess(Split(images, labels), ctx=ctx))
+
+
+@pytest.mark.slow
+def test_each_defense_runs_in_a_suite_cell_on_one_channel_images(tmp_path, capsys, one_thread):
+    import json
+    import textwrap
+
+    from poisonbench.cli import main
+    from poisonbench.results import read_records
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(textwrap.dedent("""\
+        suite: tiny_robust
+        dataset:
+          name: synthetic
+          params: {n_train: 64, n_test: 32, num_classes: 4, image_size: 8, channels: 1}
+        victims: [{name: small_cnn, params: {width: 4}}]
+        poisons: [clean]
+        defenses: [coin, {name: ueraser_max, params: {repeats: 2}}, {name: at2, params: {steps: 2}},
+                   {name: orthogonal_projection, params: {epochs: 2}}]
+        seeds: [0]
+        train: {epochs: 1, batch_size: 32, lr: 0.05, milestones: [1], eval_batch_size: 64}
+        """))
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(suite), "--out", str(tmp_path / "run"), "--json"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    records = read_records(tmp_path / "run")
+    assert sorted(r["defense"]["name"] for r in records) == ["at2", "coin", "orthogonal_projection", "ueraser_max"]
+    assert len({r["train_group"] for r in records}) == 4 and not any(r["diverged"] for r in records)
+    assert all(0 <= r["metrics"]["peak_test_acc"] <= 1 for r in records), json.dumps(records[0]["metrics"])
+
+
+@pytest.mark.parametrize("chain", [["coin", "ueraser_lite"], ["at2"]])
+def test_training_under_the_defenses_resumes_bit_identically(tmp_path, one_thread, chain):
+    """Two epochs straight == interrupted in epoch 2, then resumed from the epoch-1 checkpoint."""
+    train, test, _ = tiny_splits(n_train=64, n_test=32, size=8)
+    members = [{"name": name, "params": {"steps": 2} if name == "at2" else {}} for name in chain]
+
+    def run(checkpoint, model, should_stop=None):
+        built = Chain.build(default_catalog(), members, num_classes=4)
+        return train_victim(model=model, train=train, test=test, val=None, config=tiny_config(epochs=2),
+                            mean=MEAN, std=STD, seed=0, device="cpu", checkpoint_path=checkpoint, chain=built,
+                            should_stop=should_stop)
+
+    straight_model = tiny_model()
+    straight = run(tmp_path / "a.ckpt", straight_model)
+    polls = iter(range(100))
+    with pytest.raises(Interrupted):  # killed in the middle of epoch 2 (2 batches per epoch)
+        run(tmp_path / "b.ckpt", tiny_model(), should_stop=lambda: next(polls) >= 2)
+    torch.manual_seed(123)  # a restarted process has a different global RNG state
+    resumed_model = tiny_model()
+    resumed = run(tmp_path / "b.ckpt", resumed_model)
+    assert resumed["train_loss"] == straight["train_loss"] and resumed["test_acc"] == straight["test_acc"]
+    assert state_equal(straight_model, resumed_model)

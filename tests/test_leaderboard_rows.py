@@ -13,7 +13,7 @@ import pytest
 from poisonbench.cli import main
 from poisonbench.leaderboard.rows import load_rows
 from poisonbench.leaderboard.schema import validate_entry
-from poisonbench.leaderboard.store import read_entry
+from poisonbench.leaderboard.store import read_entry, write_entry
 from poisonbench.leaderboard.svg import sparkline
 from poisonbench.results.labels import display, format_value, label, preset_defaults
 
@@ -159,3 +159,41 @@ def test_matrix_and_paper_links_are_on_the_page(board, capsys):
     assert page.count('<svg class="spark"') == 2 * len(POISONS)
     readme = (board / "README.md").read_text()
     assert "final flatters by" in readme and "val-selected %" in readme
+
+
+DEFENDED_SUITE = """\
+suite: tiny
+version: 1
+dataset: {name: synthetic, params: {n_train: 48, n_test: 24, num_classes: 4, image_size: 12}, val_split: 8}
+victims: [{name: small_cnn, params: {width: 4}}]
+poisons: [R4]
+defenses: [none, jpeg10]
+seeds: [0]
+train: {epochs: 2, batch_size: 16, lr: 0.05, milestones: [1]}
+"""
+
+
+def test_verify_retrains_with_the_entrys_defense(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(DEFENDED_SUITE)
+    cache, board = tmp_path / "cache", tmp_path / "board"
+    assert _cli(capsys, "--cache-dir", cache, "run", tmp_path / "tiny.yaml", "--out", tmp_path / "run")[0] == 0
+    assert _cli(capsys, "leaderboard", "add", tmp_path / "run", "--dir", board)[0] == 0
+    defended = next(board.glob("entries/tiny/*__jpeg10.json"))
+    code, out, err = _cli(capsys, "--cache-dir", cache, "leaderboard", "verify", defended, "--json")
+    assert code == 0 and json.loads(out)["same_machine"] is True, err
+    entry = read_entry(defended)  # the same numbers claimed for plain training: re-training disagrees
+    entry["defense"] = {"name": "none", "params": {}}
+    write_entry(defended, entry)
+    code, _, err = _cli(capsys, "--cache-dir", cache, "leaderboard", "verify", defended)
+    assert code == 1 and "re-training gave" in err
+
+
+def test_the_repository_board_measures_every_builtin_poison_family(catalog):
+    """leaderboard/ holds measured (or verified) entries for every built-in poison family."""
+    families = {e.cls.family or e.cls.name for e in catalog.poisons.entries()
+                if ":" not in e.provider and e.cls.kind != "baseline"}
+    entries = [json.loads(p.read_text()) for p in (REPO / "leaderboard" / "entries").glob("*/*.json")]
+    measured = [e for e in entries if e["status"] in ("measured", "verified")]
+    assert families - {e["poison"]["family"] for e in measured} == set()
+    assert any(e["status"] == "verified" for e in measured)
+    assert {e["defense"]["name"] for e in measured} > {"none"}  # and training-side defenses beside it

@@ -29,12 +29,14 @@ def leaderboard():
 @leaderboard.command("add")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--poison", "poisons", multiple=True, help="Only this poison (name or label); repeatable.")
-@click.option("--replace", is_flag=True, help="Overwrite existing entries for the same poison/victim/defense.")
+@click.option("--replace", is_flag=True, help="Overwrite existing entries for the same poison × victim × defense.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 @DIR_OPTION
 @click.pass_obj
 def add_command(settings, run_dir, poisons, replace, as_json, root):
-    """One entry per poison × victim × defense of RUN_DIR, validated before anything is written.
+    """One entry per poison × victim × training-side defense of RUN_DIR, validated before anything
+    is written. Cells that differ only in which epoch is kept (the deprecated ``early_stopping`` /
+    ``none`` aliases) read one training and become one entry holding peak, val-selected and final.
 
     Rejected (exit 2, every problem as file + JSON path + message): NaN or out-of-range accuracies,
     seeds of the suite without a finished cell, a seed recorded twice, metrics that disagree with

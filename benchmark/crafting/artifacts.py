@@ -195,14 +195,15 @@ def measure_norms(poisoned: torch.Tensor, clean: torch.Tensor) -> dict[str, torc
            "abs": torch.empty(n, dtype=torch.float64)}
     for start in range(0, n, CHECK_CHUNK):
         stop = start + CHECK_CHUNK
-        delta = poisoned[start:stop].to(torch.int32) - clean[start:stop].to(torch.int32)
+        delta = poisoned[start:stop].to(torch.int16) - clean[start:stop].to(torch.int16)
         absolute = delta.abs()
-        sq = (delta * delta).flatten(1).sum(dim=1).to(torch.float64)  # integer sums are int64: exact
-        out["linf"][start:stop] = absolute.flatten(1).amax(dim=1).to(torch.int16)
+        wide = absolute.to(torch.int32)
+        sq = (wide * wide).flatten(1).sum(dim=1).to(torch.float64)  # integer sums are int64: exact
+        out["linf"][start:stop] = absolute.flatten(1).amax(dim=1)
         out["sq"][start:stop] = sq
         out["l2"][start:stop] = sq.sqrt()
         out["l0"][start:stop] = (absolute.amax(dim=3) > 0).flatten(1).sum(dim=1)
-        out["abs"][start:stop] = absolute.flatten(1).sum(dim=1).to(torch.float64)
+        out["abs"][start:stop] = wide.flatten(1).sum(dim=1).to(torch.float64)
     return out
 
 

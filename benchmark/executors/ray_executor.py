@@ -26,11 +26,15 @@ What runs on the workers (the tasks, the progress relay, the path probe) is in `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
 import socket
+import sys
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +61,13 @@ POLL_S = 0.5  # driver loop: wait for results, relay progress, notice Ctrl-C
 def run(plan: runner.RunPlan, ctx: runner.RunContext, *, address: str | None = None,
         gpus_per_cell: float | None = None, max_retries: int = MAX_RETRIES) -> None:
     """Run the plan's unfinished groups on Ray (``address``: None starts a local instance)."""
-    cells_bar = ctx.progress.bar("cells", len(plan.cells), keep=True)
-    cells_bar(sum(c.cell_id in ctx.finished for c in plan.cells))
     pending = [g for g in plan.groups if not set(g.cell_ids) <= ctx.finished]
-    if not pending:
-        return
-    started, local = connect(address)
+    started, local = connect(address) if pending else (False, False)  # before any live display
     try:
+        cells_bar = ctx.progress.bar("cells", len(plan.cells), keep=True)
+        cells_bar(sum(c.cell_id in ctx.finished for c in plan.cells))
+        if not pending:
+            return
         with runner.interrupt_guard(ctx) as training:
             training(True)  # first Ctrl-C: stop gracefully (cancel tasks, keep checkpoints)
             try:
@@ -91,15 +95,46 @@ def connect(address: str | None) -> tuple[bool, bool]:
             socket.create_connection((host, int(port)), timeout=10).close()
         except (OSError, ValueError) as err:
             raise BadInput(f"--address {address}: no Ray head answers there ({err})") from None
+    captured: list[str] = []  # Ray's own lines while joining (its C++ client retries for ~20 s)
     try:
-        ray.init(**options)
-    except ConnectionError as err:
-        raise BadInput(f"--address {address}: {connect_failure(err)}") from None
-    except RuntimeError as err:  # ray.init raises a version mismatch as RuntimeError
-        if "Version mismatch" not in str(err):
+        with _stderr_into(captured) if address != "local" else contextlib.nullcontext():
+            ray.init(**options)
+    except (ConnectionError, RuntimeError) as err:  # a version mismatch is a RuntimeError
+        if not isinstance(err, ConnectionError) and "Version mismatch" not in str(err):
+            _replay(captured)
             raise
-        raise BadInput(f"--address {address}: {connect_failure(err)}") from None
+        reason = connect_failure(err)
+        if reason.startswith("cannot connect"):  # cause unknown: Ray's own lines may tell more
+            _replay(captured)
+        raise BadInput(f"--address {address}: {reason}") from None
+    _replay(captured)
     return True, address == "local"
+
+
+@contextlib.contextmanager
+def _stderr_into(captured: list[str]) -> Iterator[None]:
+    """Send file descriptor 2 (where Ray's C++ client logs) to a temp file while the block runs;
+    its text is appended to ``captured`` afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))
+
+
+def _replay(captured: list[str]) -> None:
+    """Write what ``_stderr_into`` held back to stderr after all (it was not explained away)."""
+    text = "".join(captured)
+    if text:
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 def connect_failure(err: BaseException) -> str:

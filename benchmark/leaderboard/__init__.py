@@ -1,9 +1,13 @@
 """The leaderboard: entries as JSON files (schema), built from runs, verified by re-training, rendered.
 
 - ``schema``  — what an entry is; ``validate_entry`` lists every problem as (JSON path, message).
-- ``store``   — entries on disk (``leaderboard/entries/<suite>/*.json``), building them from a run.
+- ``compat``  — reading schema-1 entries (selection rules posing as defenses) as schema 2.
+- ``store``   — entries on disk (``leaderboard/entries/<suite>/*.json``), building them from a run:
+  one per poison × victim × training-side defense, with peak / val-selected / final as metrics.
 - ``verify``  — artifact hash + internal consistency + re-training one seed within a tolerance.
-- ``render``  — ``leaderboard/README.md`` (Markdown) and ``leaderboard/index.html`` (self-contained).
+- ``rows``    — entries flattened into ranked table rows (shared by both renderers).
+- ``render``  — ``leaderboard/README.md`` (Markdown) and the write/``--check`` of both files.
+- ``page``, ``svg`` — ``leaderboard/index.html`` (self-contained: tabs, filters, curves, matrix).
 
 An entry is evidence, not a claim: suite name and version, the protocol, the poison with its plugin
 distribution and version, the sha256 of each seed's poison artifact, per-seed metrics and curves,

@@ -157,7 +157,6 @@ def _obtain_artifact(entry, index, *, artifact_path, catalog, data, cache_dir, d
 def retrain(entry: dict[str, Any], index: int, *, artifact, catalog, data, device: str) -> dict[str, Any]:
     """Re-train the entry's seed ``index`` on ``artifact`` with the runner's own cell function."""
     from poisonbench.runner import TrainingGroup, run_training_group
-
     from poisonbench.suite.defense_chains import identity_notes, training_chain
 
     item = entry["per_seed"][index]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from poisonbench.results.labels import label
+from poisonbench.results.labels import display, label
 from poisonbench.results.report import Stat, val_selected_acc
 
 SELECTIONS = ("peak", "val_selected", "final")
@@ -39,6 +39,16 @@ def defense_column(record: dict[str, Any]) -> str:
     return label(defense)
 
 
+def _column_name(record: dict[str, Any]) -> str:
+    """What a person reads for the column: ``at8 (steps=3)``, ``jpeg10 + cutout``."""
+    column = defense_column(record)
+    defense = record.get("defense") or {}
+    if column == UNDEFENDED or not isinstance(defense, dict):
+        return column
+    members = defense.get("chain") or [defense]
+    return " + ".join(display(member).text for member in members)
+
+
 def _selections(record: dict[str, Any]) -> dict[str, float | None]:
     metrics = record.get("metrics") or {}
     return {"peak": metrics.get("peak_test_acc"), "val_selected": val_selected_acc(record),
@@ -46,17 +56,21 @@ def _selections(record: dict[str, Any]) -> dict[str, float | None]:
 
 
 def build_matrix(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{"poisons", "defenses", "cells", "identity", "clean_cost"}`` (JSON-ready; fractions in [0, 1])."""
+    """``{"poisons", "defenses", "names", "cells", "identity", "clean_cost"}`` (JSON-ready; fractions
+    in [0, 1]). Rows and columns are keyed by canonical labels; ``names`` maps each to its short name."""
     poisons: list[str] = []
     defenses: list[str] = []
     seen: dict[tuple[str, str], dict[Any, dict[str, float | None]]] = {}
     identity: dict[str, str] = {}
+    names: dict[str, str] = {}  # canonical label -> the short name tables and figures show
     for record in records:
         poison, column = label(record.get("poison")), defense_column(record)
         if poison not in poisons:
             poisons.append(poison)
+            names.setdefault(poison, display(record.get("poison")).name)
         if column not in defenses:
             defenses.append(column)
+            names.setdefault(column, _column_name(record))
         for reason in (record.get("defense_identity") or {}).values():
             identity[column] = reason
         per_seed = seen.setdefault((poison, column), {})
@@ -69,7 +83,9 @@ def build_matrix(records: list[dict[str, Any]]) -> dict[str, Any]:
         values = list(per_seed.values())
         cells.setdefault(poison, {})[column] = {
             key: Stat.of([v[key] for v in values]).to_json() for key in SELECTIONS}
-    return {"poisons": poisons, "defenses": defenses, "cells": cells, "identity": identity,
+    shown = list(names.values())
+    names = {key: (name if shown.count(name) == 1 else key) for key, name in names.items()}  # stay unique
+    return {"poisons": poisons, "defenses": defenses, "names": names, "cells": cells, "identity": identity,
             "clean_cost": clean_cost(cells, defenses)}
 
 
@@ -97,7 +113,8 @@ def matrix_rows(matrix: dict[str, Any]) -> list[list[str]]:
         spread = [stats[k]["std"] for k in SELECTIONS if stats[k]["std"] is not None]
         return "/".join(parts) + (f" ±{100 * max(spread):.1f}" if spread else "")
 
-    rows = [[poison] + [cell(matrix["cells"][poison].get(d)) for d in matrix["defenses"]]
+    names = matrix.get("names") or {}
+    rows = [[names.get(poison, poison)] + [cell(matrix["cells"][poison].get(d)) for d in matrix["defenses"]]
             for poison in matrix["poisons"]]
     cost = matrix.get("clean_cost")
     if cost:
@@ -110,8 +127,9 @@ def matrix_rows(matrix: dict[str, Any]) -> list[list[str]]:
 
 
 def column_header(matrix: dict[str, Any], column: str) -> str:
-    """The defense label, marked ``(≡ none)`` when it is the identity on this dataset."""
-    return f"{column} (≡ none)" if column in matrix["identity"] else column
+    """The defense's short name, marked ``(≡ none)`` when it is the identity on this dataset."""
+    name = (matrix.get("names") or {}).get(column, column)
+    return f"{name} (≡ none)" if column in matrix["identity"] else name
 
 
 def write_matrix_figure(matrix: dict[str, Any], out_dir) -> list:
@@ -137,7 +155,8 @@ def write_matrix_figure(matrix: dict[str, Any], out_dir) -> list:
             if not np.isnan(v):
                 ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
         ax.set_title({"peak": "peak (oracle)", "val_selected": "val-selected", "final": "final epoch"}[key], fontsize=9)
-        ax.set_yticks(range(len(poisons)), poisons if j == 0 else [""] * len(poisons), fontsize=7)
+        shown = [(matrix.get("names") or {}).get(p, p) for p in poisons]
+        ax.set_yticks(range(len(poisons)), shown if j == 0 else [""] * len(poisons), fontsize=7)
         ax.set_xticks(range(len(defenses)), [] if cost else ticks, rotation=60, ha="right", fontsize=7)
         if cost:
             low = fig.add_subplot(grid[1, j])
@@ -181,5 +200,6 @@ def print_matrix(matrix: dict[str, Any]) -> None:
         console = Console(soft_wrap=False, width=max(console.width, 30 + 20 * len(headers)))
     console.print(table)
     for column, reason in matrix["identity"].items():
+        column = (matrix.get("names") or {}).get(column, column)
         console.print(f"≡ none: '{escape(column)}' is the identity on this dataset ({escape(reason)}); "
                       "its cells are the undefended training")

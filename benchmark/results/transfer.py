@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from poisonbench.results.labels import label
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
@@ -117,11 +119,11 @@ def run_transfer(suite: Suite, *, catalog, out: Path, device: str, cache_dir: Pa
 
 def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Table 2's layout: one row per poison, a column per victim (mean over seeds, %) and the average."""
-    victims = list(dict.fromkeys(_label(r["victim"]) for r in result["rows"]))
-    poisons = list(dict.fromkeys(_label(r["poison"]) for r in result["rows"]))
+    victims = list(dict.fromkeys(label(r["victim"]) for r in result["rows"]))
+    poisons = list(dict.fromkeys(label(r["poison"]) for r in result["rows"]))
     cells: dict[tuple[str, str], list[float]] = {}
     for row in result["rows"]:
-        cells.setdefault((_label(row["poison"]), _label(row["victim"])), []).append(row["misclassified"])
+        cells.setdefault((label(row["poison"]), label(row["victim"])), []).append(row["misclassified"])
     body = []
     for poison in poisons:
         means = [statistics.fmean(cells[(poison, v)]) * 100 for v in victims]
@@ -129,8 +131,3 @@ def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["poison", *victims, "avg"], body
 
 
-def _label(component: dict[str, Any]) -> str:
-    params = component.get("params") or {}
-    if not params:
-        return component["name"]
-    return f"{component['name']}[" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + "]"

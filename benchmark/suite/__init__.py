@@ -46,11 +46,10 @@ class Component:
 
     @property
     def label(self) -> str:
-        name = self.name + (f"@{100 * self.fraction:g}%" if self.fraction is not None else "")
-        if not self.params:
-            return name
-        inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
-        return f"{name}[{inner}]"
+        """``name[k=v,...]`` (``@50%`` for a partial poison): the one label rule, ``results.labels.label``."""
+        from poisonbench.results.labels import label
+
+        return label(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "params": dict(self.params)}

@@ -2,7 +2,7 @@
 
 Paper: Madry, Makelov, Schmidt, Tsipras and Vladu, "Towards Deep Learning Models Resistant to
 Adversarial Attacks", ICLR 2018, https://arxiv.org/abs/1706.06083. As a defense against
-availability poisons it is the "AT" column of ISS (Liu et al., ICLR 2023) and APBench; the defaults
+availability poisons it is the "AT" column of ISS (Liu et al., ICML 2023) and APBench; the defaults
 follow APBench's ``madrys.py`` (ε 8/255, step 2/255, 10 steps, attack in eval mode, loss on the
 adversarial images only).
 
@@ -78,6 +78,7 @@ class AdversarialTraining(Defense):
     rank = 10
     defines_loss = True
     Params = AdversarialTrainingParams
+    contract_params = {"steps": 1}  # cheapest settings for poisonbench.testing's contract check
     paper = Paper(title="Towards Deep Learning Models Resistant to Adversarial Attacks", venue="ICLR",
                   year=2018, url="https://arxiv.org/abs/1706.06083", authors="Madry et al.")
 

@@ -69,6 +69,7 @@ class OrthogonalProjection(Defense):
     stage = "preprocess"
     rank = 10
     Params = OrthogonalProjectionParams
+    contract_params = {"epochs": 2, "batch_size": 64}  # cheapest settings for the contract check
     paper = Paper(title="What Can We Learn from Unlearnable Datasets?", venue="NeurIPS", year=2023,
                   url="https://arxiv.org/abs/2305.19254", authors="Sandoval-Segura et al.")
 

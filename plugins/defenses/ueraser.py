@@ -77,8 +77,14 @@ class UEraser(Defense):
     rank = 10
     defines_loss = True
     Params = UEraserParams
+    contract_params = {"repeats": 2}  # cheapest settings for poisonbench.testing's contract check
     paper = Paper(title="Learning the Unlearnable: Adversarial Augmentations Suppress Unlearnable Example Attacks",
                   venue="arXiv", year=2023, url="https://arxiv.org/abs/2303.15127", authors="Qin et al.")
+
+    def check_data(self, *, image_shape):
+        if self.params.jpeg != "none" and image_shape[2] not in (1, 3):
+            return [("jpeg", f"param 'jpeg': JPEG needs 1 or 3 channels, the images have {image_shape[2]}")]
+        return []
 
     def copies(self, epoch: int) -> int:
         """Augmented copies per step in (0-based) ``epoch``: ``repeats`` while adversarial, else 1."""

@@ -50,11 +50,8 @@ class NudgeParams(SurrogateParams):
 class SurrogateNudge(UsesSurrogate, Poison):
     """One signed-gradient step per image lowering a clean-trained surrogate's loss (error-minimising)."""
 
-    name = "surrogate_nudge"
-    family = "surrogate_nudge"
-    kind = "min"
-    applied = "sample"
-    threat_model = "linf"
+    name = family = "surrogate_nudge"
+    kind, applied, threat_model = "min", "sample", "linf"  # error-minimising, one δ per image, L∞
     paper = Paper(title="Unlearnable Examples: Making Personal Data Unexploitable", venue="ICLR", year=2021,
                   url="https://arxiv.org/abs/2101.04898", authors="Huang et al.")
     Params = NudgeParams
@@ -64,7 +61,14 @@ class SurrogateNudge(UsesSurrogate, Poison):
         import torch
         import torch.nn.functional as F
 
-        from poisonbench.api import autocast, autocast_dtype, batches, export_uint8, num_batches, to_float
+        from poisonbench.api import (
+            autocast,
+            autocast_dtype,
+            batches,
+            export_uint8,
+            num_batches,
+            to_float,
+        )
 
         model = self.surrogate_model(ctx, self.name)  # trained, cached, frozen, on ctx.device
         dtype = autocast_dtype(str(ctx.device), self.params.precision)
