@@ -11,7 +11,9 @@ here besides the base classes (``__all__`` lists everything):
   ``shift_flip``/``sample_shift_flip`` (differentiable augmentation), ``stratified_indices``;
 * progress — ``CraftContext.advance_bar``; files — ``atomic_write_bytes``/``_text``/``_json``,
   ``safe_name``, ``default_cache_dir``/``default_data_dir``, ``confine``, ``active_paths``/``UserPaths``;
-* artifacts and the catalog — ``read_artifact``, ``ROUNDING_TOLERANCE``, ``default_catalog``.
+* artifacts and the catalog — ``read_artifact``, ``ROUNDING_TOLERANCE``, ``default_catalog``;
+* registration and params — ``register_presets(register, cls, presets)``, a family and its named
+  presets; ``check_ranges(params, ...)``, the usual range checks of a Params ``__post_init__``.
 
 Import-light on purpose: nothing here imports torch, so ``poisonbench list`` stays instant. The
 helpers are resolved lazily on first attribute access (module ``__getattr__``). Plugin modules follow
@@ -27,6 +29,7 @@ A poison returns the whole poisoned training set as uint8 of the same shape; lab
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from poisonbench.defense_base import (
@@ -51,6 +54,47 @@ from poisonbench.plugin_base import (
     Split,
     Victim,
 )
+
+
+def register_presets(register: Callable[..., Any], cls: type,
+                     presets: Mapping[str, tuple[Mapping[str, Any], str]]) -> None:
+    """Register ``cls`` under its own name, then each preset ``name: (params, description)`` of it.
+
+    For a catalog hook's body: ``register_presets(register, Regions, {"R4": ({"regions": 4}, "…")})``
+    is ``register(Regions)`` plus ``register(Regions, "R4", params={"regions": 4}, description="…")``.
+    Params are copied, so one mapping may serve several presets.
+    """
+    register(cls)
+    for name, (params, description) in presets.items():
+        register(cls, name, params=dict(params), description=description)
+
+
+_RANGES = {  # check_ranges keyword: (test a value passes, what the message says it must be)
+    "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),  # e.g. eps as a fraction of the pixel range
+    "at_least_one": (lambda v: v >= 1, ">= 1"),  # counts: steps, rounds, batch sizes
+    "non_negative": (lambda v: v >= 0, ">= 0"),
+    "positive": (lambda v: v > 0, "> 0"),
+}
+
+
+def check_ranges(params: Any, *, fraction: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (),
+                 non_negative: tuple[str, ...] = (), positive: tuple[str, ...] = ()) -> None:
+    """Raise ``ValueError("<field> must be <range>, got <value>")`` for the first field out of range.
+
+    For a Params dataclass's ``__post_init__``: ``check_ranges(self, fraction=("eps",),
+    at_least_one=("steps", "batch_size"))``. Each keyword names fields of ``params``: ``fraction``
+    in (0, 1], ``at_least_one`` ≥ 1, ``non_negative`` ≥ 0, ``positive`` > 0. A None value passes
+    (null = a default; the type check already rejects None where a field does not allow it); NaN
+    fails every range. Checks that involve several fields stay in the dataclass.
+    """
+    for kind, names in (("fraction", fraction), ("at_least_one", at_least_one),
+                        ("non_negative", non_negative), ("positive", positive)):
+        passes, must = _RANGES[kind]
+        for name in names:
+            value = getattr(params, name)
+            if value is not None and not passes(value):
+                raise ValueError(f"{name} must be {must}, got {value}")
+
 
 # -- core helpers re-exported for plugins, resolved on first access (no torch at import) ---------
 
@@ -99,7 +143,7 @@ _LAZY = {
 
 __all__ = ["NoParams", "Split", "DatasetSplits", "PreparedData", "Paper", "Plugin", "CraftContext", "Poison",
            "Defense", "DefenseContext", "BatchContext", "MixedTarget", "STAGES", "DefenseStage", "Victim",
-           "Dataset", "mixed_cross_entropy", "soft_correct", *_LAZY]
+           "Dataset", "mixed_cross_entropy", "soft_correct", "register_presets", "check_ranges", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

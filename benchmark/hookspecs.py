@@ -34,6 +34,9 @@ def poisonbench_register_poisons(register):
         def poisonbench_register_poisons(register):
             register(Regions)                                   # the family itself: 'regions'
             register(Regions, "R4", params={"regions": 4})      # a Table 1 preset
+
+    ``poisonbench.api.register_presets(register, Regions, {"R4": ({"regions": 4}, "4 regions")})``
+    does both: the class under its own name, then each ``name: (params, description)`` preset.
     """
 
 

@@ -10,6 +10,7 @@ A poison returns the whole poisoned training set as uint8 of the same shape; lab
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -172,7 +173,9 @@ class Poison(Plugin):
     """A data poison: maps the clean training split to a poisoned one of the same shape.
 
     Class attributes describe it for listing and figures:
-      family  -- the class's registry name (presets of one family share it)
+      family  -- what its presets (and any subclass that keeps it) share; by default the
+        class's own ``name``: declare it only where it differs, e.g. on a subclass that is a
+        family of its own (set when the class is created, so ``cls.family`` is always filled)
       kind    -- 'max' (error-maximising), 'min' (error-minimising), 'random', 'baseline'
       applied -- 'class' (one perturbation per class) or 'sample' (one per image)
       threat_model -- what ``budget_for(shape)`` bounds, enforced on the exported uint8 by the
@@ -194,15 +197,31 @@ class Poison(Plugin):
     # them (e.g. {"steps": 2, "restarts": 1}) so every registered poison can be checked in seconds.
     contract_params: ClassVar[dict[str, Any]] = {}
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.family and cls.name:  # neither declared nor inherited: a family of its own
+            cls.family = cls.name
+
     def budget(self) -> float | None:
         """Declared L∞ bound as a fraction of the pixel range (8/255 ≈ 0.0314), None if unbounded."""
         eps = getattr(self.params, "eps", None)
         return float(eps) if eps is not None else None
 
-    def budget_for(self, shape: tuple[int, int, int]) -> float | None:
-        """The bound the artifact check enforces on images of ``shape`` (H, W, C), in the units of
-        ``threat_model`` (an L2 radius that scales with √d overrides this); default ``budget()``."""
+    def radius(self, shape: tuple[int, int, int]) -> float | None:
+        """The perturbation's own bound on images of ``shape`` (H, W, C), before the uint8 export, in
+        the units of ``threat_model``; default ``budget()``. Override it when the bound depends on
+        the shape (an L2 radius that scales with √d)."""
         return self.budget()
+
+    def budget_for(self, shape: tuple[int, int, int]) -> float | None:
+        """The bound the artifact check enforces on images of ``shape``: ``radius(shape)``, plus half
+        a grey level per entry (L∞ 0.5/255, L2 0.5·√(H·W·C)/255) when the poison exports by
+        truncation (``params.quantize == "floor"``); the usual round-half-up export needs none."""
+        radius = self.radius(shape)
+        if radius is None or getattr(self.params, "quantize", None) != "floor":
+            return radius
+        half = 0.5 / 255
+        return radius + {"linf": half, "l2": half * math.sqrt(math.prod(shape))}.get(self.threat_model, 0.0)
 
     def budget_label(self) -> str:
         """The threat model and budget in words for ``poisonbench list`` (e.g. ``L∞ 8/255``,

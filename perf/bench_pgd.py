@@ -48,7 +48,7 @@ def timed(fn, device: str) -> float:
 def ours(model, images, targets, *, steps: int, device: str, precision: str):
     cfg = ops.AttackConfig(eps=EPS, steps=steps, step_size=ALPHA, restarts=1, init="normal",
                            batch_size=len(images), precision=precision, channels_last=True)
-    return lambda: ops.craft_poison(model, images, targets=targets, cfg=cfg, seed=0, device=device)
+    return lambda: ops.craft_perturbation(model, images, targets, cfg=cfg, seed=0, device=device)
 
 
 def theirs(model, images, targets, *, steps: int, device: str):

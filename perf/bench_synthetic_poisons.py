@@ -18,24 +18,10 @@ import torch
 
 from poisonbench.api import CraftContext, Split
 from poisonbench.catalog import default_catalog
+from poisonbench.plugins.synthetic.regions import PRESETS as REGION_PRESETS
 
-DEFAULT = [
-    "R1",
-    "R2",
-    "R4",
-    "R16",
-    "R64",
-    "R128",
-    "RN",
-    "LF2",
-    "LF3",
-    "LF4",
-    "LF5",
-    "LF6",
-    "LF7",
-    "LF8",
-    "random_noise",
-]
+# The synthetic rows of the study's Table 1 (regions R*, low frequency LF*) and the random baseline.
+DEFAULT = [*REGION_PRESETS, *(f"LF{n}" for n in range(2, 9)), "random_noise"]
 TARGET_S = 2.0
 
 

@@ -10,7 +10,6 @@ class Clean(Poison):
     """The unmodified training set; its peak accuracy is the reference every poison is compared to."""
 
     name = "clean"
-    family = "clean"
     kind = "baseline"
     applied = "sample"
 

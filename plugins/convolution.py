@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from poisonbench.api import CraftContext, Paper, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split, check_ranges, register_presets
 from poisonbench.hookspecs import hookimpl
 
 CHUNK = 2048  # images filtered per step
@@ -61,10 +61,7 @@ class CUDAParams:
     def __post_init__(self):
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {self.kernel_size}")
-        if not self.blur_parameter >= 0:
-            raise ValueError(f"blur_parameter must be >= 0, got {self.blur_parameter}")
-        if not self.centre_weight > 0:
-            raise ValueError(f"centre_weight must be > 0, got {self.centre_weight}")
+        check_ranges(self, non_negative=("blur_parameter",), positive=("centre_weight",))
 
 
 def class_filters(*, num_classes: int, channels: int, params: CUDAParams, seed: int):
@@ -104,7 +101,6 @@ class ConvolutionFilter(Poison):
     """CUDA: a random class-wise blur filter (private key = seed) convolved with every image."""
 
     name = "convolution"
-    family = "convolution"
     kind = "random"
     applied = "class"
     threat_model = "filter"
@@ -140,6 +136,5 @@ class ConvolutionFilter(Poison):
 
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(ConvolutionFilter)
-    register(ConvolutionFilter, "CUDA", params={},
-             description="CUDA: class-wise random 3×3 blur per channel (U(0, 0.3), centre 1, sum 1); unbounded")
+    register_presets(register, ConvolutionFilter, {
+        "CUDA": ({}, "CUDA: class-wise random 3×3 blur per channel (U(0, 0.3), centre 1, sum 1); unbounded")})

@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from poisonbench.api import CraftContext, Paper, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split, check_ranges, register_presets
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
 
@@ -54,14 +54,7 @@ class LSPParams:
     quantize: Literal["round", "floor"] = "round"
 
     def __post_init__(self):
-        if not self.eps_lin > 0:
-            raise ValueError(f"eps_lin must be > 0, got {self.eps_lin}")
-        if self.eps_l2 is not None and not self.eps_l2 > 0:
-            raise ValueError(f"eps_l2 must be > 0 or null, got {self.eps_l2}")
-        if self.patch_size is not None and self.patch_size < 1:
-            raise ValueError(f"patch_size must be >= 1 or null, got {self.patch_size}")
-        if not self.class_sep > 0:
-            raise ValueError(f"class_sep must be > 0, got {self.class_sep}")
+        check_ranges(self, positive=("eps_lin", "eps_l2", "class_sep"), at_least_one=("patch_size",))  # or null
 
 
 def patch_side(shape: tuple[int, int, int], patch_size: int | None) -> int:
@@ -112,7 +105,6 @@ class LinearSeparable(Poison):
     """LSP: class-clustered Gaussian patch noise, linearly separable by construction, L2-bounded."""
 
     name = "linear_separable"
-    family = "linear_separable"
     kind = "random"
     applied = "sample"
     threat_model = "l2"
@@ -123,18 +115,14 @@ class LinearSeparable(Poison):
     def budget(self) -> float:
         return self.budget_for((32, 32, 3))
 
-    def budget_for(self, shape: tuple[int, int, int]) -> float:
-        """ε₂ in pixel units for images (H, W, C); floor export adds its extra half level per entry."""
-        floor_slack = 0.5 * math.sqrt(math.prod(shape)) / 255 if self.params.quantize == "floor" else 0.0
-        return self.noise_radius(shape) + floor_slack
-
     def budget_label(self) -> str:
         if self.params.eps_l2 is not None:
             return f"L2 {self.params.eps_l2:.4g}"
         return f"L2 {self.budget_for((32, 32, 3)):.4g} at 32×32×3, ∝√d"
 
-    def noise_radius(self, shape: tuple[int, int, int]) -> float:
-        """ε₂ = eps_l2, or eps_lin·√(H·W·C)."""
+    def radius(self, shape: tuple[int, int, int]) -> float:
+        """ε₂ in pixel units = eps_l2, or eps_lin·√(H·W·C) (a floor export adds half a level per entry
+        to the budget: ``Poison.budget_for``)."""
         p = self.params
         return p.eps_l2 if p.eps_l2 is not None else p.eps_lin * math.sqrt(math.prod(shape))
 
@@ -153,7 +141,7 @@ class LinearSeparable(Poison):
         advance = ctx.advance_bar("LSP noise", len(clean))
         for start in range(0, len(clean), CHUNK):
             stop = min(start + CHUNK, len(clean))
-            delta = expand(z[start:stop], shape=shape, patch=patch, eps2=self.noise_radius(shape))
+            delta = expand(z[start:stop], shape=shape, patch=patch, eps2=self.radius(shape))
             out[start:stop] = export_uint8(clean.images[start:stop], torch.from_numpy(delta - offset))
             advance(stop - start)
         return out
@@ -161,6 +149,5 @@ class LinearSeparable(Poison):
 
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(LinearSeparable)
-    register(LinearSeparable, "LSP", params={},
-             description="LSP: class-clustered Gaussian patch noise, L2 = 6/255·√d (1.304 on CIFAR)")
+    register_presets(register, LinearSeparable, {
+        "LSP": ({}, "LSP: class-clustered Gaussian patch noise, L2 = 6/255·√d (1.304 on CIFAR)")})

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from poisonbench.api import CraftContext, Paper, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split, check_ranges, register_presets
 from poisonbench.errors import BadInput
 from poisonbench.hookspecs import hookimpl
 
@@ -49,8 +49,7 @@ class OPSParams:
     dedup: Literal["pair", "position"] = "pair"
 
     def __post_init__(self):
-        if self.sparsity < 1:
-            raise ValueError(f"sparsity must be >= 1, got {self.sparsity}")
+        check_ranges(self, at_least_one=("sparsity",))
 
 
 def colours(channels: int):
@@ -132,7 +131,6 @@ class OnePixelShortcut(Poison):
     """OPS: one pixel per class set to the colour that deviates most stably from that class's images."""
 
     name = "one_pixel"
-    family = "one_pixel"
     kind = "random"
     applied = "class"
     threat_model = "l0"
@@ -173,6 +171,5 @@ class OnePixelShortcut(Poison):
 
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(OnePixelShortcut)
-    register(OnePixelShortcut, "OPS", params={},
-             description="OPS: one pixel per class set to its most stably deviating corner colour (L0 = 1)")
+    register_presets(register, OnePixelShortcut, {
+        "OPS": ({}, "OPS: one pixel per class set to its most stably deviating corner colour (L0 = 1)")})

@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from poisonbench import __version__
 from poisonbench.cli import cli
+
+from .plugin_fixtures import third_party_site
 
 
 def run_cli(*args, env_extra=None, pythonpath=None):
@@ -25,29 +26,8 @@ def run_cli(*args, env_extra=None, pythonpath=None):
 @pytest.fixture
 def fake_site(tmp_path):
     """A folder on PYTHONPATH holding a third-party plugin distribution (good + broken entry points)."""
-    site = tmp_path / "site"
-    dist = site / "pb_thirdparty-0.3.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pb-thirdparty\nVersion: 0.3\n")
-    (dist / "entry_points.txt").write_text(
-        "[poisonbench]\nthird = pb_third\nbroken = pb_broken\n")
-    (site / "pb_third.py").write_text(textwrap.dedent("""
-        from poisonbench.api import Poison
-        from poisonbench.hookspecs import hookimpl
-
-        class Third(Poison):
-            '''A third-party poison.'''
-            name = "third_party_poison"
-            family = "third"
-            kind = "random"
-            applied = "sample"
-
-        @hookimpl
-        def poisonbench_register_poisons(register):
-            register(Third)
-    """))
-    (site / "pb_broken.py").write_text("raise ImportError('this plugin is broken on purpose')\n")
-    return site
+    return third_party_site(tmp_path / "site", dist="pb_thirdparty-0.3", good="third", broken="broken",
+                            poison="third_party_poison")
 
 
 def test_version(cli_runner):

@@ -54,3 +54,20 @@ def test_pgd_crafting_pads_with_zero_in_normalised_space():
                      thetas=thetas)
     seen = net.seen[0]
     assert seen.abs().max() < 1e-5  # the network sees zeros in normalised space (= the mean colour)
+
+
+def test_surrogate_training_crop_pads_with_the_mean_colour_victims_with_black():
+    """The recipe's ``crop_fill``: surrogates pad with round(255·mean), victims with black (0)."""
+    from poisonbench.crafting.surrogate import SurrogateRecipe
+    from poisonbench.suite.config import TrainConfig
+    from poisonbench.training.augment import crop_flip, pad_fill
+
+    images = torch.full((2, 4, 4, 3), 200, dtype=torch.uint8)
+    corner = torch.zeros(2, dtype=torch.long)  # offset 0 = the top-left padded corner
+    fill = pad_fill(SurrogateRecipe().crop_fill, MEAN, channels=3, device="cpu")
+    out = crop_flip(images, dy=corner, dx=corner, flip=None, padding=2, fill=fill)
+    assert out[0, 0, 0].tolist() == [round(255 * m) for m in MEAN] == [125, 123, 114]
+    assert out[0, 2:, 2:].eq(200).all()  # the image itself is untouched
+    assert pad_fill(TrainConfig().crop_fill, MEAN, channels=3, device="cpu") is None
+    black = crop_flip(images, dy=corner, dx=corner, flip=None, padding=2)
+    assert black[0, 0, 0].tolist() == [0, 0, 0]

@@ -7,12 +7,12 @@ import torch
 
 from poisonbench.api import Dataset, DatasetSplits, Split
 from poisonbench.catalog import Catalog
-from poisonbench.catalog.manager import new_manager
 from poisonbench.data import fingerprint, load_splits, prepare_data, stratified_indices
 from poisonbench.errors import BadInput, PluginError
-from poisonbench.hookspecs import hookimpl
 from poisonbench.suite import Component
 from poisonbench.suite.config import DatasetConfig
+
+from .plugin_fixtures import catalog_of, registering
 
 
 def numbered(n: int, labels: torch.Tensor) -> Split:
@@ -48,18 +48,9 @@ class Broken(Dataset):
         return DatasetSplits(split, split, 2, ["a", "b"], (0.5,), (0.25,))
 
 
-class NumberedPlugin:
-    @hookimpl
-    def poisonbench_register_datasets(self, register):
-        register(Numbered)
-        register(Broken)
-
-
 @pytest.fixture
 def cat() -> Catalog:
-    pm = new_manager()
-    pm.register(NumberedPlugin())
-    return Catalog.from_manager(pm)
+    return catalog_of(registering(datasets=[Numbered, Broken]))
 
 
 def prep(cat, **fields):

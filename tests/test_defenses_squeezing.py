@@ -91,12 +91,13 @@ def test_bit_depth_keeps_at_most_2_to_the_bits_levels_and_is_idempotent(bits):
     assert (defense.identity_on(image_shape=(32, 32, 3)) is not None) == (bits == 8)
 
 
-@pytest.mark.parametrize("shape", [(32, 32, 3), (28, 28, 1)])
-def test_median_equals_pil_median_filter(shape):
+@pytest.mark.parametrize("shape,k", [((32, 32, 3), 3), ((28, 28, 1), 3), ((17, 23, 3), 3), ((16, 16, 3), 5)])
+def test_median_equals_pil_median_filter(shape, k):
     images = _images(3, *shape)
-    out = Median().preprocess(Split(images, torch.zeros(3, dtype=torch.long)), ctx=_ctx(images))
+    out = Median(Median.Params(kernel_size=k)).preprocess(Split(images, torch.zeros(3, dtype=torch.long)),
+                                                          ctx=_ctx(images))
     for i in range(3):
-        expected = np.array(_pil(images[i]).filter(ImageFilter.MedianFilter(3))).reshape(shape)
+        expected = np.array(_pil(images[i]).filter(ImageFilter.MedianFilter(k))).reshape(shape)
         assert np.array_equal(out[i].numpy(), expected)
     assert Median(Median.Params(kernel_size=31)).check_data(image_shape=(28, 28, 1))
 

@@ -18,6 +18,8 @@ from poisonbench.errors import ArtifactError, ValidationFailed
 from poisonbench.suite import Component, load_suite
 from poisonbench.suite.config import DatasetConfig
 
+from .helpers_reliability import tiny_suite
+
 
 def craft_cli(capsys, tmp_path, out: str, *extra: str) -> dict:
     args = ["--cache-dir", str(tmp_path / "cache"), "craft", *extra, "--dataset", "synthetic",
@@ -90,34 +92,22 @@ def test_tampered_clean_part_is_refused(clean_train):
     check_untouched(images, data.train.images, {"poisoned_indices": [0]}, source="x")
 
 
-SUITE = """\
-suite: partial
-version: 1
-dataset: {name: synthetic, train_subset: 100}
-victims: [small_cnn]
-poisons:
-  - clean
-  - {name: R4, fraction: 0.5}
-  - {name: R4, fraction: FRACTION}
-train: {epochs: 1}
-"""
+def partial_suite(folder, fraction: str):
+    """A suite whose poisons are clean, R4 on half the set and R4 on ``fraction`` of it (line 6)."""
+    return tiny_suite(folder, name="partial", poisons=f"[clean, {{name: R4, fraction: 0.5}}, {{name: R4, fraction: {fraction}}}]")
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "half", "true", "-0.2", ".nan"])
 def test_suite_fraction_must_be_in_zero_one(tmp_path, value):
-    path = tmp_path / "s.yaml"
-    path.write_text(SUITE.replace("FRACTION", value))
     with pytest.raises(ValidationFailed) as err:
-        load_suite(path, default_catalog())
+        load_suite(partial_suite(tmp_path, value), default_catalog())
     lines = str(err.value).splitlines()
-    assert any(":8:" in line and "fraction must be" in line for line in lines), lines
+    assert any(":6:" in line and "poisons[2]: fraction must be" in line for line in lines), lines
     assert len([line for line in lines if "fraction" in line]) == 1
 
 
 def test_suite_fraction_reaches_cells_and_labels(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text(SUITE.replace("FRACTION", "1"))
-    suite = load_suite(path, default_catalog())
+    suite = load_suite(partial_suite(tmp_path, "1"), default_catalog())
     half, whole = suite.poisons[1], suite.poisons[2]
     assert half.fraction == 0.5 and half.label == "R4@50%" and half.to_json()["fraction"] == 0.5
     assert whole.fraction is None and "fraction" not in whole.to_json()  # 1 = the whole set

@@ -10,19 +10,15 @@ test_cli_catalog.py and test_registry.py.
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 
-from poisonbench import cli as cli_module
 from poisonbench.api import Poison
-from poisonbench.catalog import Catalog
-from poisonbench.catalog.manager import load_plugins
 from poisonbench.hookspecs import hookimpl
 from poisonbench.results import read_records
 
 from .helpers_reliability import run_main, tiny_suite
+from .plugin_fixtures import catalog_of, registering, serve_to_cli, third_party_site
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EPS = 8 / 255
@@ -74,13 +70,6 @@ class BadRelabel(_Bad):
         return clean.images.clone()
 
 
-class EvilPlugin:
-    @hookimpl
-    def poisonbench_register_poisons(self, register):
-        for cls in (BadNaN, BadBudget, BadDtype, BadRelabel):
-            register(cls)
-
-
 class RaisingRegistration:
     @hookimpl
     def poisonbench_register_poisons(self, register):
@@ -93,44 +82,15 @@ class NotAPoison:
         register(dict)
 
 
-def _fake_distribution(site):
-    """A third-party distribution on sys.path: one good poison plugin, one that raises on import."""
-    dist = site / "pb_reliability-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pb-reliability\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[poisonbench]\nrel_good = pb_rel_good\nrel_broken = pb_rel_broken\n")
-    (site / "pb_rel_good.py").write_text(textwrap.dedent("""
-        from poisonbench.api import Poison
-        from poisonbench.hookspecs import hookimpl
-
-        class Good(Poison):
-            '''Adds 2 levels to every pixel (within any budget).'''
-            name = "rel_good"
-            family = "rel"
-            kind = "random"
-            applied = "sample"
-
-            def craft(self, clean, *, ctx):
-                return clean.images.clamp(max=253) + 2
-
-        @hookimpl
-        def poisonbench_register_poisons(register):
-            register(Good)
-    """))
-    (site / "pb_rel_broken.py").write_text("raise ImportError('this plugin is broken on purpose')\n")
-
-
 @pytest.fixture
 def hostile_catalog(tmp_path, monkeypatch):
-    _fake_distribution(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    pm, infos = load_plugins()
-    pm.register(EvilPlugin(), name="evil-plugin")
-    pm.register(RaisingRegistration(), name="raising-plugin")
-    pm.register(NotAPoison(), name="not-a-poison-plugin")
-    catalog = Catalog.from_manager(pm, infos)
-    monkeypatch.setattr(cli_module.Settings, "catalog", lambda self: catalog)
+    site = third_party_site(tmp_path / "site", dist="pb_reliability-1.0", good="rel_good", broken="rel_broken",
+                            poison="rel_good")
+    monkeypatch.syspath_prepend(str(site))
+    catalog = catalog_of(("evil-plugin", registering(poisons=[BadNaN, BadBudget, BadDtype, BadRelabel])),
+                         ("raising-plugin", RaisingRegistration()), ("not-a-poison-plugin", NotAPoison()),
+                         installed=True)
+    serve_to_cli(monkeypatch, catalog)
     return catalog
 
 

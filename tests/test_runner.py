@@ -11,10 +11,7 @@ import pytest
 import torch
 from filelock import FileLock
 
-from poisonbench import cli as cli_module
 from poisonbench.api import Defense, Victim
-from poisonbench.catalog import Catalog
-from poisonbench.catalog.manager import load_plugins
 from poisonbench.cli import main
 from poisonbench.errors import ArtifactError, BadInput
 from poisonbench.executors import get_executor
@@ -22,6 +19,8 @@ from poisonbench.hookspecs import hookimpl
 from poisonbench.results import LOCK_FILE, append_record, cell_metrics, read_records
 from poisonbench.runner import plan_run, select_cells
 from poisonbench.suite import load_suite
+
+from .plugin_fixtures import catalog_of, registering, serve_to_cli
 
 CONTRACT_KEYS = {"cell_id", "dataset", "victim", "poison", "defense", "seed", "poison_sha256",
                  "metrics", "history", "wall_s"}
@@ -102,23 +101,12 @@ class Broken(Victim):
         raise RuntimeError("this victim is broken on purpose")
 
 
-class Observers:
+class Recorder:
     seen: list = []
 
     @hookimpl
-    def poisonbench_register_defenses(self, register):
-        register(SwapChannels)
-
-    @hookimpl
-    def poisonbench_register_victims(self, register):
-        register(SigintNet)
-        register(Broken)
-
-
-class Recorder:
-    @hookimpl
     def poisonbench_cell_finished(self, record):
-        Observers.seen.append(record)
+        Recorder.seen.append(record)
         record["metrics"]["peak_test_acc"] = -1.0  # an observer cannot change results
 
 
@@ -131,13 +119,10 @@ class Crasher:
 @pytest.fixture
 def catalog_with_tests(monkeypatch):
     """The installed plugins + test plugins, used by the CLI too (Settings.catalog patched)."""
-    pm, infos = load_plugins()
-    pm.register(Observers(), name="test-extras")
-    pm.register(Crasher(), name="crashing-observer")
-    pm.register(Recorder(), name="recording-observer")
-    catalog = Catalog.from_manager(pm, infos)
-    monkeypatch.setattr(cli_module.Settings, "catalog", lambda self: catalog)
-    Observers.seen = []
+    catalog = catalog_of(("test-extras", registering(defenses=[SwapChannels], victims=[SigintNet, Broken])),
+                         ("crashing-observer", Crasher()), ("recording-observer", Recorder()), installed=True)
+    serve_to_cli(monkeypatch, catalog)
+    Recorder.seen = []
     SigintNet.calls["n"] = 0
     return catalog
 
@@ -187,7 +172,7 @@ def test_run_writes_contract_records_then_rerun_trains_nothing(tmp_path, capsys,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["suite"]["suite"] == "tiny" and manifest["finished"] and manifest["versions"]["torch"]
     # observers: each got its own copy, a crashing one is named and does not stop the run
-    assert len(Observers.seen) == 6 and records[0]["metrics"]["peak_test_acc"] >= 0
+    assert len(Recorder.seen) == 6 and records[0]["metrics"]["peak_test_acc"] >= 0
     assert "observer 'crashing-observer' failed" in err
 
     def no_training(**kwargs):

@@ -7,12 +7,10 @@ import warnings
 import pytest
 
 from poisonbench.catalog import Catalog
-from poisonbench.catalog.manager import new_manager
 from poisonbench.errors import RunFailed
-from poisonbench.plugins import unlearnable
 from poisonbench.plugins.unlearnable.convergence import Convergence
 
-from .test_unlearnable import _TestPlugin, make_ctx, make_split
+from .test_unlearnable import make_ctx, make_split, unlearnable_catalog
 
 # A crafting model that never learns (lr 0) and noise steps too small to move a prediction: the
 # accuracy stays where a fixed random net puts it on random labels -- chance.
@@ -21,10 +19,7 @@ FROZEN = {"model": "tiny_test_net", "lr": 0.0, "step_size": 1e-7, "attack_steps"
 
 @pytest.fixture
 def catalog() -> Catalog:
-    pm = new_manager()
-    pm.register(unlearnable)
-    pm.register(_TestPlugin())
-    return Catalog.from_manager(pm)
+    return unlearnable_catalog()
 
 
 def test_trend_and_rounds_left():

@@ -8,11 +8,11 @@ from torch import nn
 
 from poisonbench.api import CraftContext, PreparedData, Victim
 from poisonbench.catalog import Catalog
-from poisonbench.catalog.manager import new_manager
 from poisonbench.crafting import surrogate as sur
 from poisonbench.errors import BadInput
-from poisonbench.hookspecs import hookimpl
 from poisonbench.testing import tiny_split
+
+from .plugin_fixtures import catalog_of, registering
 
 TINY = {"epochs": 4, "batch_size": 16, "milestones": [3]}
 
@@ -27,20 +27,11 @@ class TinyVictim(Victim):
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
 
 
-class _TinyPlugin:
-    @hookimpl
-    def poisonbench_register_victims(self, register):
-        register(TinyVictim)
-
-
 @pytest.fixture
 def tiny_catalog() -> Catalog:
     from poisonbench.plugins import adversarial, baselines, defenses
 
-    pm = new_manager()
-    for plugin in (_TinyPlugin(), adversarial, baselines, defenses):
-        pm.register(plugin)
-    return Catalog.from_manager(pm)
+    return catalog_of(registering(victims=[TinyVictim]), adversarial, baselines, defenses)
 
 
 def prepared(shape=(8, 8, 3), n=64, name="synthetic") -> PreparedData:
@@ -117,19 +108,7 @@ class _StatsDataset:
     @staticmethod
     def catalog(dataset_cls) -> Catalog:
         """A fresh catalog with the tiny victim and ``dataset_cls`` registered."""
-
-        class Plugin:
-            @hookimpl
-            def poisonbench_register_victims(self, register):
-                register(TinyVictim)
-
-            @hookimpl
-            def poisonbench_register_datasets(self, register):
-                register(dataset_cls)
-
-        pm = new_manager()
-        pm.register(Plugin())
-        return Catalog.from_manager(pm)
+        return catalog_of(registering(victims=[TinyVictim], datasets=[dataset_cls]))
 
 
 @pytest.mark.parametrize("name", ["cifar100", "my_cifar100"])

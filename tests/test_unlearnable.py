@@ -12,11 +12,11 @@ from torch import nn
 
 from poisonbench.api import CraftContext, Split, Victim, export_uint8
 from poisonbench.catalog import Catalog
-from poisonbench.catalog.manager import new_manager
 from poisonbench.errors import RunFailed
-from poisonbench.hookspecs import hookimpl
 from poisonbench.plugins import unlearnable
 from poisonbench.plugins.unlearnable import ops
+
+from .plugin_fixtures import catalog_of, registering
 
 K = 4  # classes
 
@@ -48,19 +48,14 @@ class TinyDropoutNet(TinyNet):
         )
 
 
-class _TestPlugin:
-    @hookimpl
-    def poisonbench_register_victims(self, register):
-        register(TinyNet)
-        register(TinyDropoutNet)
+def unlearnable_catalog() -> Catalog:
+    """The unlearnable family and the tiny test victims on a fresh manager."""
+    return catalog_of(unlearnable, registering(victims=[TinyNet, TinyDropoutNet]))
 
 
 @pytest.fixture
 def test_catalog() -> Catalog:
-    pm = new_manager()
-    pm.register(unlearnable)
-    pm.register(_TestPlugin())
-    return Catalog.from_manager(pm)
+    return unlearnable_catalog()
 
 
 def make_split(*, n=100, channels=1, size=8, easy=False, seed=0) -> Split:

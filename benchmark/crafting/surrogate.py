@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from poisonbench.api import CraftContext, PreparedData
 
 # 2: trained by train_victim (crop/flip, trainer normalisation), statistics from the dataset plugin.
-FORMAT_VERSION = 2
+# 3: the crop pads with the normalisation mean colour (crop_fill: mean).
+FORMAT_VERSION = 3
 PARAM_PREFIX = "surrogate_"
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 
@@ -61,6 +62,9 @@ class SurrogateRecipe(TrainConfig):
     nesterov: bool = True
     milestones: list[int] = field(default_factory=lambda: [14, 25, 35])  # epochs after which lr *= gamma
     stats: Literal["auto", "dataset"] = "auto"  # auto: the dataset plugin's crafting statistics if declared
+    # The authors pad the surrogate's shifted images with zeros in normalised space (the mean
+    # colour), not black; victims keep torchvision's black padding.
+    crop_fill: Literal["black", "mean"] = "mean"
 
 
 def recipe_from_params(params: Any, prefix: str = PARAM_PREFIX) -> dict[str, Any]:

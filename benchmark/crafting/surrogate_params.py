@@ -1,39 +1,47 @@
 """What every surrogate-based poison shares: the ``surrogate_*`` params and a poison mixin.
 
 P*/M* (plugins/adversarial) and FC* (plugins/functional) craft on a clean-trained surrogate. Their
-``Params`` inherit ``SurrogateParams`` — the victim name and the training recipe, each field of
-``SurrogateRecipe`` (crafting/surrogate.py) prefixed ``surrogate_`` with the same default
-(``surrogate_epochs: 5`` overrides the 40-epoch default; a test checks the two stay equal) — and
-their classes inherit ``UsesSurrogate`` for the reference check, the cache key and fetching the
-trained model. Both are part of the plugin API (``poisonbench.api``). Import-light: no torch here.
+``Params`` inherit ``SurrogateParams`` — the victim name and the training recipe — and their classes
+inherit ``UsesSurrogate`` for the reference check, the cache key and fetching the trained model.
+Both are part of the plugin API (``poisonbench.api``). Import-light: no torch here.
+
+``SurrogateParams`` is derived from ``SurrogateRecipe`` (crafting/surrogate.py, the victim protocol
+``TrainConfig`` with the surrogate's defaults), not written out again: every recipe field a poison
+may set becomes ``surrogate_<field>`` with the recipe's type and default (``surrogate_epochs: 5``
+in a suite overrides the 40-epoch default), so a field added to the recipe reaches every
+surrogate-based poison. The recipe's units and meanings are documented on its fields.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import dataclasses
+from dataclasses import field
+from typing import Any, Literal  # noqa: F401 -- Literal: the recipe's string annotations resolve here
 
+from poisonbench.crafting.surrogate import PARAM_PREFIX, SurrogateRecipe
 from poisonbench.errors import PoisonbenchError
 
+# Recipe fields that are the harness's business (evaluation batch, compilation, device), not the
+# poison's: they are not offered as ``surrogate_*`` params.
+NOT_PARAMS = ("eval_batch_size", "compile", "device")
 
-@dataclass(frozen=True)
-class SurrogateParams:
-    """The surrogate victim and its recipe (``SurrogateRecipe``'s fields, prefixed ``surrogate_``)."""
 
-    surrogate: str = "resnet18"
-    surrogate_epochs: int = 40
-    surrogate_batch_size: int = 128
-    surrogate_lr: float = 0.1
-    surrogate_momentum: float = 0.9
-    surrogate_nesterov: bool = True
-    surrogate_weight_decay: float = 5.0e-4
-    surrogate_milestones: list[int] = field(default_factory=lambda: [14, 25, 35])  # epochs
-    surrogate_gamma: float = 0.1
-    surrogate_augment: list[str] = field(default_factory=lambda: ["crop", "flip"])
-    surrogate_crop_padding: int = 4  # pixels of zero padding before the random crop
-    surrogate_normalize: bool = True  # False: train on [0, 1] inputs
-    surrogate_stats: Literal["auto", "dataset"] = "auto"  # auto: the dataset plugin's crafting statistics
-    surrogate_precision: Literal["auto", "fp32", "bf16"] = "auto"
+def _prefixed(f: dataclasses.Field) -> tuple[str, Any, dataclasses.Field]:
+    """``surrogate_<name>`` with the recipe field's type and default."""
+    if f.default_factory is not dataclasses.MISSING:
+        return PARAM_PREFIX + f.name, f.type, field(default_factory=f.default_factory)
+    return PARAM_PREFIX + f.name, f.type, field(default=f.default)
+
+
+SurrogateParams = dataclasses.make_dataclass(
+    "SurrogateParams",
+    [("surrogate", str, field(default="resnet18")),  # victim-registry name of the surrogate
+     *(_prefixed(f) for f in dataclasses.fields(SurrogateRecipe) if f.name not in NOT_PARAMS)],
+    frozen=True,
+    namespace={"__module__": __name__,
+               "__doc__": "The surrogate victim and its recipe (``SurrogateRecipe``'s fields, prefixed "
+                          "``surrogate_``)."},
+)
 
 
 class UsesSurrogate:
@@ -60,11 +68,18 @@ class UsesSurrogate:
                                          "precision": resolved_precision(recipe.precision, ctx.device)}},
                 "crafting_precision": resolved_precision(self.params.precision, ctx.device)}
 
-    def surrogate_model(self, ctx, label: str):
-        """The trained surrogate from the harness, frozen (eval mode, no parameter gradients)."""
+    def surrogate_model(self, ctx, label: str, *, checkpoints: list[int] | None = None):
+        """The trained surrogate from the harness, frozen (eval mode, no parameter gradients).
+
+        With ``checkpoints`` (1-based epochs): the list of its weights at the end of those epochs
+        of one training (an ensemble of checkpoints), each frozen.
+        """
         from poisonbench.crafting.surrogate import freeze, recipe_from_params
 
         if ctx.surrogate is None:
             raise PoisonbenchError(f"poison '{label}' needs a trained surrogate, but the crafting "
                                    "context provides none (craft it through the harness)")
-        return freeze(ctx.surrogate(self.params.surrogate, recipe_from_params(self.params)))
+        recipe = recipe_from_params(self.params)
+        if checkpoints is None:
+            return freeze(ctx.surrogate(self.params.surrogate, recipe))
+        return [freeze(m) for m in ctx.surrogate(self.params.surrogate, recipe, checkpoints=checkpoints)]

@@ -138,9 +138,10 @@ def _table(rows: list[Row], *, table_id: str, reported: bool) -> str:
     if not reported:
         columns.append(("defense", False))
     columns += [("peak %", True), ("val-selected %", True), ("final %", True), ("final flatters by", True)]
-    columns += [("n", True), ("test acc. per epoch", False), (f"epochs to loss<{thr:g}", True)] if not reported else []
-    columns += [("threat model", False), ("kind", False), ("applied", False), ("status", False),
-                ("suite", False), ("paper", False)]
+    columns += [("n", True), ("test acc. per epoch", False)] if not reported else []
+    columns += [("status", False)]
+    columns += [(f"epochs to loss<{thr:g}", True)] if not reported else []
+    columns += [("threat model", False), ("kind", False), ("applied", False), ("suite", False), ("paper", False)]
     columns += [("source", False)] if reported else [("artifact", False), ("date", False)]
     head = "".join(f'<th scope="col"{" data-type=num" if num else ""}>{esc(name)}</th>' for name, num in columns)
     body = []
@@ -155,11 +156,12 @@ def _table(rows: list[Row], *, table_id: str, reported: bool) -> str:
         gap = row.mean("final_flatters_by")
         cells.append(_cell("–" if gap is None else row.acc_text("final_flatters_by") + " pt", gap, numeric=True))
         if not reported:
+            cells += [_cell(str(row.n_seeds), row.n_seeds, numeric=True), f'<td class="spark">{sparkline(row.curve)}</td>']
+        cells.append(f'<td class="status-{esc(row.status)}">{esc(row.status)}</td>')
+        if not reported:
             speed = None if row.never == row.n_seeds else row.summary["epochs_to_loss_threshold"]["mean"]
-            cells += [_cell(str(row.n_seeds), row.n_seeds, numeric=True),
-                      f'<td class="spark">{sparkline(row.curve)}</td>', _cell(row.speed_text(), speed, numeric=True)]
-        cells += [_cell(row.threat_model), _cell(row.kind), _cell(row.applied),
-                  f'<td class="status-{esc(row.status)}">{esc(row.status)}</td>', _cell(row.suite), _paper(row)]
+            cells.append(_cell(row.speed_text(), speed, numeric=True))
+        cells += [_cell(row.threat_model), _cell(row.kind), _cell(row.applied), _cell(row.suite), _paper(row)]
         if reported:
             cells.append(_cell(" ".join(x for x in (row.reference, row.detail) if x)))
         else:
@@ -178,7 +180,9 @@ def _matrix(rows: list[Row]) -> str:
     for (suite, victim), group in groups.items():
         column = lambda r: (r.defense, r.defense_detail)  # noqa: E731
         defenses = list(dict.fromkeys(column(r) for r in sorted(group, key=lambda r: r.defense != "none")))
-        poisons = list(dict.fromkeys(r.poison_key for r in group))
+        undefended = {r.poison_key: r.peak for r in group if r.defense == "none" and r.peak is not None}
+        poisons = sorted(dict.fromkeys(r.poison_key for r in group),  # by undefended peak, then as ranked
+                         key=lambda k: (k not in undefended, undefended.get(k, 0.0)))
         by_key = {(r.poison_key, column(r)): r for r in group}
         names = {r.poison_key: r for r in group}
         head = "".join(f'<th scope="col" data-type="num"{f" title={chr(34)}{esc(d)}{chr(34)}" if d else ""}>'
@@ -211,6 +215,9 @@ def _figures(rows: list[Row]) -> str:
     out = []
     for (suite, reported), group in by_suite.items():
         tag = " (reported)" if reported else ""
+        plain = [r for r in group if r.defense == "none"]  # one point per poison: the undefended victim
+        group = plain or group
+        tag += ", undefended" if plain and len(plain) < len(by_suite[(suite, reported)]) else ""
         caption = "peak vs final accuracy (points above the line: keeping the best epoch helps)"
         figures = [(caption, scatter(group, x_key="final_test_acc", x_label="final test accuracy (%)",
                                      title=f"{suite}{tag}: {caption}", diagonal=True))]

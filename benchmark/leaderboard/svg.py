@@ -52,7 +52,8 @@ def _nice_step(raw: float) -> float:
 
 def scatter(rows: list[Row], *, x_key: str, x_label: str, title: str, diagonal: bool) -> str:
     """An SVG scatter of ``x_key`` (a summary metric) against peak accuracy, one point per row,
-    labelled with the short name; the legend sits right of the axes, never over the points."""
+    labelled with the short name where the label does not overlap another (every point has a
+    tooltip); the legend sits right of the axes, never over the points."""
     points = []
     for row in rows:
         x, y = row.summary[x_key]["mean"], row.peak
@@ -75,14 +76,22 @@ def scatter(rows: list[Row], *, x_key: str, x_label: str, title: str, diagonal: 
     parts.append(f'<text x="{(LEFT + W - RIGHT) / 2:.1f}" y="{H - 6}" font-size="11" text-anchor="middle">{esc(x_label)}</text>')
     parts.append(f'<text x="12" y="{(TOP + H - BOTTOM) / 2:.1f}" font-size="11" text-anchor="middle" '
                  f'transform="rotate(-90 12 {(TOP + H - BOTTOM) / 2:.1f})">peak test accuracy (%)</text>')
-    for x, y, row in points:
+    placed: list[tuple[float, float, float, float]] = []  # label boxes already drawn
+    for x, y, row in sorted(points, key=lambda p: (p[1], p[0])):  # strongest poisons get labels first
         colour = COLOURS.get(row.applied, "#777")
         tip = f"{row.poison} ({row.victim}, {row.defense}): peak {y:.2f}%, {x_label} {x:.2f}"
+        text = row.poison[:16]
+        box = (sx(x) + 6, sy(y) - 13, sx(x) + 6 + 5.5 * len(text), sy(y) - 2)
+        free = all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in placed)
+        label_svg = ""
+        if free:  # a label that would overlap another is left out (the tooltip still names the point)
+            placed.append(box)
+            label_svg = f'<text x="{box[0]:.1f}" y="{sy(y) - 4:.1f}" font-size="9">{esc(text)}</text>'
         parts.append(f'<g data-suite="{esc(row.suite)}" data-applied="{esc(row.applied)}" '
                      f'data-victim="{esc(row.victim)}" data-defense="{esc(row.defense)}" '
                      f'data-threat="{esc(row.threat_model)}" data-status="{esc(row.status)}">'
                      f'<title>{esc(tip)}</title><circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{colour}"/>'
-                     f'<text x="{sx(x) + 6:.1f}" y="{sy(y) - 4:.1f}" font-size="9">{esc(row.poison[:16])}</text></g>')
+                     f'{label_svg}</g>')
     legend = "".join(f'<circle cx="{W - RIGHT + 12}" cy="{TOP + 10 + 16 * i}" r="4" fill="{c}"/>'
                      f'<text x="{W - RIGHT + 20}" y="{TOP + 14 + 16 * i}" font-size="10">{a}-wise</text>'
                      for i, (a, c) in enumerate(COLOURS.items()))

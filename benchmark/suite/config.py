@@ -51,7 +51,11 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=lambda: [50])  # epochs after which lr *= gamma
     gamma: float = 0.1
     augment: list[str] = field(default_factory=lambda: ["crop", "flip"])
-    crop_padding: int = 4  # pixels of zero padding before the random crop
+    crop_padding: int = 4  # pixels of padding before the random crop
+    # What the crop pads with. "black": zeros in pixel space, as torchvision's RandomCrop pads the
+    # PIL image (the paper's victims). "mean": the normalisation mean colour, i.e. zeros in
+    # normalised space (the surrogate/crafting augmentation of Fowl et al.'s code).
+    crop_fill: Literal["black", "mean"] = "black"
     normalize: bool = True  # subtract the dataset's mean, divide by its std
     eval_batch_size: int = 1024
     compile: bool = False  # torch.compile the model (CUDA only; ignored on CPU)

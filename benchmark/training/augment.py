@@ -51,11 +51,12 @@ def plan_epoch(n: int, *, generator: torch.Generator, augment: list[str] | tuple
 
 
 def crop_flip(images: torch.Tensor, *, dy: torch.Tensor | None, dx: torch.Tensor | None,
-              flip: torch.Tensor | None, padding: int) -> torch.Tensor:
-    """Random-crop (zero padding ``padding``) and flip a batch of NHWC images; same shape and dtype.
+              flip: torch.Tensor | None, padding: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Random-crop (padding ``padding``) and flip a batch of NHWC images; same shape and dtype.
 
     ``dy``/``dx`` are per-image offsets into the padded image (``padding`` = centre, i.e. no shift);
     ``flip`` marks images to mirror horizontally. Any of them may be None (that op is skipped).
+    ``fill``: per-channel pad value (C,) in the images' dtype; None pads with zeros (black).
     """
     if dy is None and flip is None:
         return images
@@ -68,6 +69,10 @@ def crop_flip(images: torch.Tensor, *, dy: torch.Tensor | None, dx: torch.Tensor
         col_idx = cols.expand(b, w)
     else:
         source = F.pad(images, (0, 0, padding, padding, padding, padding))  # pads W and H with zeros
+        if fill is not None and padding > 0:
+            border = torch.ones(source.shape[1:3], dtype=torch.bool, device=device)
+            border[padding:padding + h, padding:padding + w] = False
+            source[:, border] = fill.to(source.dtype)
         row_idx = dy[:, None] + rows
         col_idx = dx[:, None] + cols
     if flip is not None:
@@ -76,6 +81,14 @@ def crop_flip(images: torch.Tensor, *, dy: torch.Tensor | None, dx: torch.Tensor
         col_idx = torch.where(flip[:, None], mirrored, col_idx)
     batch_idx = torch.arange(b, device=device)[:, None, None]
     return source[batch_idx, row_idx[:, :, None], col_idx[:, None, :]]
+
+
+def pad_fill(config_fill: str, mean, *, channels: int, device) -> torch.Tensor | None:
+    """The uint8 pad colour for ``TrainConfig.crop_fill``: None for black, round(255·mean) for mean."""
+    if config_fill != "mean":
+        return None
+    values = [round(255 * float(m)) for m in (mean if len(mean) == channels else list(mean)[:1] * channels)]
+    return torch.tensor(values, dtype=torch.uint8, device=device)
 
 
 def to_model_input(images: torch.Tensor, *, scale: torch.Tensor, shift: torch.Tensor,

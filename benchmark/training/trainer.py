@@ -37,7 +37,7 @@ from torch import nn
 from poisonbench.api import Split
 from poisonbench.errors import Interrupted
 from poisonbench.suite.config import TrainConfig
-from poisonbench.training.augment import crop_flip, normalisation, plan_epoch, to_model_input
+from poisonbench.training.augment import crop_flip, pad_fill, normalisation, plan_epoch, to_model_input
 from poisonbench.training.checkpoint import load_checkpoint, save_checkpoint
 from poisonbench.training.device import autocast, autocast_dtype, derive_seed, is_cuda
 
@@ -74,6 +74,7 @@ def train_victim(*, model: nn.Module, train: Split, test: Split, val: Split | No
     images, labels = _resident(train, device)
     channels = int(images.shape[-1])
     scale, shift = normalisation(mean, std, channels=channels, normalize=config.normalize, device=device)
+    fill = pad_fill(config.crop_fill, mean, channels=channels, device=device)
     _materialize_lazy(model, to_model_input(images[:2], scale=scale, shift=shift))
     if CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
@@ -115,7 +116,7 @@ def train_victim(*, model: nn.Module, train: Split, test: Split, val: Split | No
         correct = torch.zeros((), dtype=torch.long if not per_batch else _soft_dtype(device), device=device)
         for step, start in enumerate(range(0, n, config.batch_size)):
             order, dy, dx, flip = plan.batch(start, start + config.batch_size)
-            x = crop_flip(images[order], dy=dy, dx=dx, flip=flip, padding=config.crop_padding)
+            x = crop_flip(images[order], dy=dy, dx=dx, flip=flip, padding=config.crop_padding, fill=fill)
             y = labels[order]
             if per_batch:  # defenses: [0, 1] pixel space, normalisation inside the model call
                 with autocast(device, dtype):

@@ -36,7 +36,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from poisonbench.api import CraftContext, Paper, Poison, Split, SurrogateParams, UsesSurrogate
+from poisonbench.api import (
+    CraftContext,
+    Paper,
+    Poison,
+    Split,
+    SurrogateParams,
+    UsesSurrogate,
+    check_ranges,
+    register_presets,
+)
 from poisonbench.hookspecs import hookimpl
 
 
@@ -53,12 +62,8 @@ class PgdParams(SurrogateParams):
     precision: Literal["auto", "fp32", "bf16"] = "fp32"  # of the attack's forward/backward (see doc)
 
     def __post_init__(self):
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1] (a fraction of the pixel range), got {self.eps}")
-        if self.steps < 1 or self.restarts < 1 or self.batch_size < 1:
-            raise ValueError("steps, restarts and batch_size must be at least 1")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ValueError(f"step_size must be positive, got {self.step_size}")
+        check_ranges(self, fraction=("eps",), at_least_one=("steps", "restarts", "batch_size"),
+                     positive=("step_size",))  # step_size null = eps / steps
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,19 @@ class MifgsmParams(PgdParams):
     momentum_in_update: bool = True
 
 
-class TargetedPGD(UsesSurrogate, Poison):
-    """Targeted PGD towards (y+1) mod K on a clean-trained surrogate (Fowl et al. 2021)."""
+class SurrogateAttack(UsesSurrogate, Poison):
+    """Base of the family (P*, M*, TAP, SEP): error-maximising, sample-wise L∞ perturbations crafted
+    on clean-trained surrogates (``surrogate_*`` params, ``self.surrogate_model``)."""
 
-    name = "pgd"
-    family = "pgd"
     kind = "max"
     applied = "sample"
     threat_model = "linf"
+
+
+class TargetedPGD(SurrogateAttack):
+    """Targeted PGD towards (y+1) mod K on a clean-trained surrogate (Fowl et al. 2021)."""
+
+    name = "pgd"
     paper = Paper(title="Adversarial Examples Make Strong Poisons", venue="NeurIPS", year=2021,
                   url="https://arxiv.org/abs/2106.10807", authors="Fowl et al.")
     version = 2  # 2: the crafting shift/flip pads with the normalisation mean, not black
@@ -100,6 +110,7 @@ class TargetedPGD(UsesSurrogate, Poison):
     def craft(self, clean: Split, *, ctx: CraftContext):
         import torch
 
+        from poisonbench.api import export_uint8
         from poisonbench.plugins.adversarial import ops
 
         label = getattr(self, "registry_name", self.name)
@@ -115,15 +126,16 @@ class TargetedPGD(UsesSurrogate, Poison):
             targets = clean.labels.clone()
         n_batches = -(-len(clean) // cfg.batch_size)
         advance = ctx.advance_bar(f"{label} crafting", cfg.effective_restarts * n_batches * cfg.steps)
-        return ops.craft_poison(model, clean.images, targets=targets, cfg=cfg,
-                                seed=ctx.seed, device=ctx.device, advance=advance)
+        delta, _ = ops.craft_perturbation(model, clean.images, targets, cfg=cfg, seed=ctx.seed, device=ctx.device,
+                                          advance=advance)
+        return export_uint8(clean.images, delta, channels_first=True)  # floor(255·clamp(x/255 + δ) + 0.5)
 
 
 class TargetedMIFGSM(TargetedPGD):
     """Targeted MI-FGSM (μ = 1, L1-normalised gradients, step eps/steps) on a surrogate (Dong et al. 2018)."""
 
     name = "mifgsm"
-    family = "mifgsm"
+    family = "mifgsm"  # a family of its own, not the parent's "pgd"
     # MI-FGSM itself is Dong et al. (CVPR 2018); as a poison it is benchmarked by the study below.
     paper = Paper(title="Poisons that are learned faster are more effective", venue="CVPR Workshops",
                   year=2022, url="https://arxiv.org/abs/2204.08615", authors="Sandoval-Segura et al.")
@@ -132,20 +144,19 @@ class TargetedMIFGSM(TargetedPGD):
 
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(TargetedPGD)
-    for steps, surrogate in ((10, "resnet50"), (100, "resnet50"), (250, "resnet18")):
-        register(TargetedPGD, f"P{steps}", params={"steps": steps, "surrogate": surrogate},
-                 description=f"{steps}-step targeted PGD, {surrogate} surrogate (Fowl et al. 2021)")
-    register(TargetedMIFGSM)
-    for steps in (10, 100, 250):
-        register(TargetedMIFGSM, f"M{steps}", params={"steps": steps},
-                 description=f"{steps}-step targeted MI-FGSM, resnet18 surrogate (Dong et al. 2018)")
-    # CPU-sized (named as such): 20 steps, one restart, a 3-epoch small_cnn surrogate — minutes on
-    # a 2-core CPU for ~10k small images. PGD takes 1/255 steps so the 8/255 ball is reached in 8.
-    register(TargetedPGD, "P-cpu", params={**CPU_SURROGATE, "steps": 20, "restarts": 1, "step_size": 1 / 255},
-             description="CPU-sized targeted PGD: 20 steps of 1/255, 1 restart, 3-epoch small_cnn surrogate")
-    register(TargetedMIFGSM, "M-cpu", params={**CPU_SURROGATE, "steps": 20},
-             description="CPU-sized targeted MI-FGSM: 20 steps, 3-epoch small_cnn surrogate")
+    # CPU-sized presets (named as such): 20 steps, one restart, a 3-epoch small_cnn surrogate —
+    # minutes on a 2-core CPU for ~10k small images. PGD takes 1/255 steps so the 8/255 ball is
+    # reached in 8.
+    pgd = {f"P{steps}": ({"steps": steps, "surrogate": surrogate},
+                         f"{steps}-step targeted PGD, {surrogate} surrogate (Fowl et al. 2021)")
+           for steps, surrogate in ((10, "resnet50"), (100, "resnet50"), (250, "resnet18"))}
+    pgd["P-cpu"] = ({**CPU_SURROGATE, "steps": 20, "restarts": 1, "step_size": 1 / 255},
+                    "CPU-sized targeted PGD: 20 steps of 1/255, 1 restart, 3-epoch small_cnn surrogate")
+    register_presets(register, TargetedPGD, pgd)
+    mifgsm = {f"M{steps}": ({"steps": steps}, f"{steps}-step targeted MI-FGSM, resnet18 surrogate (Dong et al. 2018)")
+              for steps in (10, 100, 250)}
+    mifgsm["M-cpu"] = ({**CPU_SURROGATE, "steps": 20}, "CPU-sized targeted MI-FGSM: 20 steps, 3-epoch small_cnn surrogate")
+    register_presets(register, TargetedMIFGSM, mifgsm)
 
 
 CPU_SURROGATE = {"surrogate": "small_cnn", "surrogate_epochs": 3, "surrogate_milestones": [2]}

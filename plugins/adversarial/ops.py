@@ -25,7 +25,6 @@ from poisonbench.api import (
     autocast,
     autocast_dtype,
     derive_seed,
-    export_uint8,
     sample_shift_flip,
     shift_flip,
     to_float,
@@ -181,7 +180,8 @@ def craft_perturbation(
     device: str | torch.device = "cpu",
     advance: Callable[..., None] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
-    """δ for a whole set and the score of every restart run.
+    """δ (N, C, H, W) for a whole set and the score of every restart run; export with
+    ``export_uint8(images, delta, channels_first=True)``.
 
     Keeps the restart whose last pass has the lowest mean objective over the whole set (docs/poisons.md;
     ties keep the earlier restart). ``advance(n=1, **fields)`` is called per (restart, batch, step).
@@ -190,28 +190,12 @@ def craft_perturbation(
     model.eval()
     best: torch.Tensor | None = None
     scores: list[float] = []
-    for restart in range(cfg.effective_restarts):
-        delta, score = attack_set(model, images, targets, cfg=cfg, seed=seed, restart=restart,
-                                  device=device, advance=advance)
-        if best is None or score < min(scores):
-            best = delta
-        scores.append(score)
+    with torch.inference_mode(False), torch.enable_grad():  # callers may be in no_grad
+        for restart in range(cfg.effective_restarts):
+            delta, score = attack_set(model, images, targets, cfg=cfg, seed=seed, restart=restart,
+                                      device=device, advance=advance)
+            if best is None or score < min(scores):
+                best = delta
+            scores.append(score)
     assert best is not None
     return best, scores
-
-
-def craft_poison(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    targets: torch.Tensor,
-    cfg: AttackConfig,
-    seed: int,
-    device: str | torch.device = "cpu",
-    advance: Callable[..., None] | None = None,
-) -> torch.Tensor:
-    """The poisoned uint8 images (N, H, W, C) on the CPU."""
-    with torch.inference_mode(False), torch.enable_grad():  # callers may be in no_grad
-        delta, _ = craft_perturbation(model, images, targets, cfg=cfg, seed=seed, device=device,
-                                      advance=advance)
-    return export_uint8(images, delta, channels_first=True)  # floor(255·clamp(x/255 + δ) + 0.5)

@@ -35,9 +35,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from poisonbench.api import CraftContext, Paper, Poison, Split, SurrogateParams, UsesSurrogate
-from poisonbench.errors import PoisonbenchError
+from poisonbench.api import (
+    CraftContext,
+    Paper,
+    Split,
+    SurrogateParams,
+    check_ranges,
+    register_presets,
+)
 from poisonbench.hookspecs import hookimpl
+from poisonbench.plugins.adversarial import SurrogateAttack
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,7 @@ class SepParams(SurrogateParams):
     def __post_init__(self):
         if not 0 < self.eps <= 127 / 255:
             raise ValueError(f"eps must be in (0, 127/255], got {self.eps}")
-        for key in ("steps", "m_inner", "batch_size", "round_batches"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.step_size <= 0:
-            raise ValueError(f"step_size must be positive, got {self.step_size}")
+        check_ranges(self, at_least_one=("steps", "m_inner", "batch_size", "round_batches"), positive=("step_size",))
         if not 1 <= self.models <= self.surrogate_epochs:
             raise ValueError(f"num_models must be in 1..surrogate_epochs ({self.surrogate_epochs}), got {self.models}")
 
@@ -76,14 +79,10 @@ class SepParams(SurrogateParams):
         return [int(j * e / m + 0.5) for j in range(1, m + 1)]
 
 
-class SelfEnsembleProtection(UsesSurrogate, Poison):
+class SelfEnsembleProtection(SurrogateAttack):
     """Self-ensemble protection: targeted sign descent on M checkpoints of one clean surrogate training."""
 
     name = "sep"
-    family = "sep"
-    kind = "max"
-    applied = "sample"
-    threat_model = "linf"
     paper = Paper(title="Self-Ensemble Protection: Training Checkpoints Are Good Data Protectors",
                   venue="ICLR", year=2023, url="https://openreview.net/forum?id=9MO7bjoAfIA",
                   authors="Chen et al.")
@@ -93,14 +92,11 @@ class SelfEnsembleProtection(UsesSurrogate, Poison):
     def craft(self, clean: Split, *, ctx: CraftContext):
         import torch
 
-        from poisonbench.api import craft_state, data_digest, recipe_from_params
+        from poisonbench.api import craft_state, data_digest
         from poisonbench.plugins.adversarial import sep_ops
 
         p, label = self.params, getattr(self, "registry_name", self.name)
-        if ctx.surrogate is None:
-            raise PoisonbenchError(f"poison '{label}' needs surrogate checkpoints, but the crafting context "
-                                   "provides no surrogates (craft it through the harness)")
-        models = ctx.surrogate(p.surrogate, recipe_from_params(p), checkpoints=p.checkpoint_epochs())
+        models = self.surrogate_model(ctx, label, checkpoints=p.checkpoint_epochs())
         params = {k: v for k, v in asdict(p).items() if k != "round_batches"}
         state = craft_state(ctx, label=label, identity={"params": params,
                                                         "data": data_digest(clean.images, clean.labels)})
@@ -136,14 +132,15 @@ CPU_PRESET = {"surrogate": "small_cnn", "surrogate_epochs": 6, "surrogate_milest
               "steps": 6, "step_size": 2 / 255, "m_inner": 2}
 
 
+PRESETS = {  # name: (params, description)
+    "SEP": ({}, "self-ensemble protection (SEP-FA-VR), 15 checkpoints of a 120-epoch resnet18 run, 30 steps, "
+                "8/255 (Chen et al. 2023)"),
+    "SEP-eps2": ({"eps": 2 / 255}, "SEP-FA-VR at the paper's headline budget 2/255"),
+    "SEP-cpu": (CPU_PRESET, "CPU-sized SEP-FA-VR (not paper-faithful): 3 checkpoints of a 6-epoch small_cnn run, "
+                            "6 steps of 2/255, 2 inner steps"),
+}
+
+
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(SelfEnsembleProtection)
-    register(SelfEnsembleProtection, "SEP", params={},
-             description="self-ensemble protection (SEP-FA-VR), 15 checkpoints of a 120-epoch resnet18 run, "
-                         "30 steps, 8/255 (Chen et al. 2023)")
-    register(SelfEnsembleProtection, "SEP-eps2", params={"eps": 2 / 255},
-             description="SEP-FA-VR at the paper's headline budget 2/255")
-    register(SelfEnsembleProtection, "SEP-cpu", params=dict(CPU_PRESET),
-             description="CPU-sized SEP-FA-VR (not paper-faithful): 3 checkpoints of a 6-epoch small_cnn run, "
-                         "6 steps of 2/255, 2 inner steps")
+    register_presets(register, SelfEnsembleProtection, PRESETS)

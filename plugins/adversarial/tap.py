@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from poisonbench.api import Paper
+from poisonbench.api import register_presets
 from poisonbench.hookspecs import hookimpl
 from poisonbench.plugins.adversarial import PgdParams, TargetedPGD
 
@@ -36,29 +36,27 @@ class TapParams(PgdParams):
 
 
 class UntargetedTAP(TargetedPGD):
-    """Untargeted adversarial poison (TAP as released): ascend CE(f(A(x + δ)), y) on a clean surrogate."""
+    """Untargeted adversarial poison (TAP as released): ascend CE(f(A(x + δ)), y) on a clean surrogate.
+
+    Kind (max), application (sample-wise), threat model (L∞), paper (Fowl et al., NeurIPS 2021) and
+    contract params are the targeted attack's, inherited: the same paper, the other recipe.
+    """
 
     name = "tap"
     family = "tap"
-    kind = "max"
-    applied = "sample"
-    threat_model = "linf"
-    paper = Paper(title="Adversarial Examples Make Strong Poisons", venue="NeurIPS", year=2021,
-                  url="https://arxiv.org/abs/2106.10807", authors="Fowl et al.")
     Params = TapParams
-    contract_params = {"steps": 2, "restarts": 2, "batch_size": 10}
 
 
 CPU_PRESET = {"steps": 20, "step_size": 1 / 255, "restarts": 1, "surrogate": "small_cnn",
               "surrogate_epochs": 3, "surrogate_milestones": [2]}
+PRESETS = {  # name: (params, description)
+    "TAP": ({}, "untargeted adversarial poison as released: 250 steps, 8 restarts, resnet18 surrogate "
+                "(Fowl et al. 2021)"),
+    "TAP-cpu": (CPU_PRESET, "CPU-sized untargeted TAP (not paper-faithful): 20 steps of 1/255, 1 restart, "
+                            "3-epoch small_cnn surrogate"),
+}
 
 
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(UntargetedTAP)
-    register(UntargetedTAP, "TAP", params={},
-             description="untargeted adversarial poison as released: 250 steps, 8 restarts, resnet18 surrogate "
-                         "(Fowl et al. 2021)")
-    register(UntargetedTAP, "TAP-cpu", params=dict(CPU_PRESET),
-             description="CPU-sized untargeted TAP (not paper-faithful): 20 steps of 1/255, 1 restart, "
-                         "3-epoch small_cnn surrogate")
+    register_presets(register, UntargetedTAP, PRESETS)

@@ -44,7 +44,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from poisonbench.api import CraftContext, Paper, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split, check_ranges, register_presets
 from poisonbench.hookspecs import hookimpl
 
 CHUNK = 2048  # images generated at once: fields of 2048×3×36×36 float32 ≈ 32 MB
@@ -61,19 +61,15 @@ class ARParams:
     quantize: Literal["round", "floor"] = "round"
 
     def __post_init__(self):
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
+        check_ranges(self, positive=("eps",), at_least_one=("max_candidates",))
         if self.crop < 2:
             raise ValueError(f"crop must be >= 2 (the recurrence's two-pixel border), got {self.crop}")
-        if self.max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
 
 
 class Autoregressive(Poison):
     """AR: a class-wise autoregressive process, a sample-wise realisation per image, L2-bounded."""
 
     name = "autoregressive"
-    family = "autoregressive"
     kind = "random"
     applied = "sample"
     threat_model = "l2"
@@ -88,10 +84,6 @@ class Autoregressive(Poison):
 
     def budget(self) -> float:
         return self.budget_for((32, 32, 3))
-
-    def budget_for(self, shape: tuple[int, int, int]) -> float:
-        floor_slack = 0.5 * math.sqrt(shape[0] * shape[1] * shape[2]) / 255 if self.params.quantize == "floor" else 0
-        return self.radius(shape) + floor_slack
 
     def budget_label(self) -> str:
         return f"L2 {self.params.eps:.4g} at 32×32×3" + (", ∝√d" if self.params.scale_eps else "")
@@ -150,9 +142,6 @@ class AutoregressiveLinf(Autoregressive):
     def radius(self, shape: tuple[int, int, int]) -> float:
         return self.params.eps
 
-    def budget_for(self, shape: tuple[int, int, int]) -> float:
-        return self.params.eps + (0.5 / 255 if self.params.quantize == "floor" else 0.0)
-
     def budget_label(self) -> str:
         return f"L∞ {self.params.eps * 255:.3g}/255"
 
@@ -165,9 +154,7 @@ class AutoregressiveLinf(Autoregressive):
 
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(Autoregressive)
-    register(AutoregressiveLinf)
-    register(Autoregressive, "AR", params={},
-             description="AR: class-wise autoregressive processes, L2 = 1.0 at 32×32×3 (×√(d/3072))")
-    register(AutoregressiveLinf, "AR-linf", params={},
-             description="AR with L∞ 8/255 (the authors' variant; the coefficients were tuned for L2)")
+    register_presets(register, Autoregressive, {
+        "AR": ({}, "AR: class-wise autoregressive processes, L2 = 1.0 at 32×32×3 (×√(d/3072))")})
+    register_presets(register, AutoregressiveLinf, {
+        "AR-linf": ({}, "AR with L∞ 8/255 (the authors' variant; the coefficients were tuned for L2)")})

@@ -51,7 +51,6 @@ class FilePoison(Poison):
     """A poison read from a file (artifact, PNG folder, perturbation tensor, .npy/.npz)."""
 
     name = "file"
-    family = "file"
     kind = "baseline"  # unknown: the file's own paper says; the manifest's 'source' tells what was read
     Params = FileParams
     contract_params = None  # needs a file: poisonbench.testing skips the generic contract checks

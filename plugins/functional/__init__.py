@@ -78,7 +78,6 @@ class Functional(UsesSurrogate, Poison):
     """ReColorAdv + StAdv + δ error-maximising poison on a surrogate (Laidlaw & Feizi 2019)."""
 
     name = "functional"
-    family = "functional"
     paper = Paper(title="Functional Adversarial Attacks", venue="NeurIPS", year=2019,
                   url="https://arxiv.org/abs/1906.00001", authors="Laidlaw & Feizi")
     kind = "max"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from poisonbench.api import check_ranges
 from poisonbench.hookspecs import hookimpl
 from poisonbench.plugins.synthetic.class_wise import ClassWisePattern
 
@@ -29,27 +30,15 @@ class LowFrequencyParams:
     eps: float = EPS
 
     def __post_init__(self):
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_ranges(self, fraction=("eps",), at_least_one=("n",))
 
 
 class LowFrequency(ClassWisePattern):
     """Class-wise smooth patterns: inverse DCT of random low-frequency coefficients (LF2…LF8)."""
 
     name = "low_frequency"
-    family = "low_frequency"
     Params = LowFrequencyParams
-
-    def perturbation(self, *, num_classes: int, shape: tuple[int, int, int], seed: int):
-        """Float32 (K, H, W, C) per-class perturbation before quantisation."""
-        from poisonbench.plugins.synthetic.ops import low_frequency_delta
-
-        p = self.params
-        return low_frequency_delta(
-            n=p.n, num_classes=num_classes, shape=shape, eps=p.eps, scale=p.scale, seed=seed
-        )
+    delta = "low_frequency_delta"
 
 
 @hookimpl

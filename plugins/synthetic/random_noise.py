@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from poisonbench.api import CraftContext, Paper, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split, check_ranges
 from poisonbench.hookspecs import hookimpl
 
 
@@ -21,15 +21,13 @@ class RandomNoiseParams:
     eps: float = 8 / 255
 
     def __post_init__(self):
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_ranges(self, fraction=("eps",))
 
 
 class RandomNoise(Poison):
     """Sample-wise uniform ±ε noise: the random baseline that should barely hurt."""
 
     name = "random_noise"
-    family = "random_noise"
     kind = "random"
     applied = "sample"
     threat_model = "linf"

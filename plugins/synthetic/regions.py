@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from poisonbench.api import check_ranges
 from poisonbench.hookspecs import hookimpl
 from poisonbench.plugins.synthetic.class_wise import ClassWisePattern
 
@@ -34,33 +35,15 @@ class RegionsParams:
     distinct: bool = False
 
     def __post_init__(self):
-        if self.regions < 1:
-            raise ValueError(f"regions must be >= 1, got {self.regions}")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_ranges(self, fraction=("eps",), at_least_one=("regions",))
 
 
 class Regions(ClassWisePattern):
     """Class-wise random ±ε patterns constant over n image regions (R1…R128, RN)."""
 
     name = "regions"
-    family = "regions"
     Params = RegionsParams
-
-    def perturbation(self, *, num_classes: int, shape: tuple[int, int, int], seed: int):
-        """Float32 (K, H, W, C) per-class perturbation before quantisation."""
-        from poisonbench.plugins.synthetic.ops import regions_delta
-
-        p = self.params
-        return regions_delta(
-            regions=p.regions,
-            num_classes=num_classes,
-            shape=shape,
-            eps=p.eps,
-            signed=p.signed,
-            distinct=p.distinct,
-            seed=seed,
-        )
+    delta = "regions_delta"
 
 
 @hookimpl

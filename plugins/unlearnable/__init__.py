@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from poisonbench.api import CraftContext, Paper, Poison, Split
+from poisonbench.api import CraftContext, Paper, Poison, Split, check_ranges, register_presets
 from poisonbench.hookspecs import hookimpl
 
 
@@ -70,18 +70,11 @@ class SampleWiseParams:
     on_stall: Literal["warn", "fail"] = "warn"  # fail = stop then, instead of after max_rounds
 
     def __post_init__(self):
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
-        if not self.step_size > 0:
-            raise ValueError(f"step_size must be > 0, got {self.step_size}")
+        check_ranges(self, positive=("eps", "step_size"),
+                     at_least_one=("attack_steps", "batch_size", "max_rounds", "stall_rounds"),
+                     non_negative=("lr", "momentum", "weight_decay", "grad_clip", "train_steps"))
         if not 0 <= self.stop_acc < 1:  # accuracy must be strictly above it, so 1 never stops
             raise ValueError(f"stop_acc must be in [0, 1), got {self.stop_acc}")
-        for key in ("attack_steps", "batch_size", "max_rounds", "stall_rounds"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("lr", "momentum", "weight_decay", "grad_clip", "train_steps"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -93,27 +86,19 @@ class ClassWiseParams(SampleWiseParams):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.subset_fraction <= 1:
-            raise ValueError(f"subset_fraction must be in (0, 1], got {self.subset_fraction}")
+        check_ranges(self, fraction=("subset_fraction",))
 
 
-class _Unlearnable(Poison):
-    """Shared surface of SU and CU; the torch code lives in ops.py beside this file."""
+class ErrorMinimising(Poison):
+    """Base of the family (SU, CU, REM): L∞ noise that minimises the loss of a model crafted alongside it.
 
-    family = "unlearnable"
+    The crafting model is trained from scratch while crafting: ``params.model`` names its victim
+    architecture (checked against the catalog); ``self.stats`` is what crafting recorded (rounds or
+    steps run, the crafting model's final loss/accuracy), written to the manifest.
+    """
+
     kind = "min"
     threat_model = "linf"
-    paper = Paper(title="Unlearnable Examples: Making Personal Data Unexploitable", venue="ICLR", year=2021,
-                  url="https://arxiv.org/abs/2101.04898", authors="Huang et al.")
-    label: ClassVar[str] = ""  # short name used in messages
-    # Contract checks (poisonbench.testing): a small net and one short round, converged or not.
-    contract_params: ClassVar[dict[str, Any]] = {
-        "model": "small_cnn",
-        "max_rounds": 1,
-        "train_steps": 2,
-        "attack_steps": 2,
-        "on_max_rounds": "keep",
-    }
 
     def __init__(self, params: Any = None):
         super().__init__(params)
@@ -125,8 +110,25 @@ class _Unlearnable(Poison):
         return []
 
     def manifest_extras(self) -> dict[str, Any]:
-        """Rounds run and the crafting model's final accuracy on the poisoned data."""
+        """What crafting recorded: rounds or steps run, the crafting model's final loss/accuracy."""
         return dict(self.stats)
+
+
+class _Unlearnable(ErrorMinimising):
+    """Shared surface of SU and CU; the torch code lives in ops.py beside this file."""
+
+    family = "unlearnable"
+    paper = Paper(title="Unlearnable Examples: Making Personal Data Unexploitable", venue="ICLR", year=2021,
+                  url="https://arxiv.org/abs/2101.04898", authors="Huang et al.")
+    label: ClassVar[str] = ""  # short name used in messages
+    # Contract checks (poisonbench.testing): a small net and one short round, converged or not.
+    contract_params: ClassVar[dict[str, Any]] = {
+        "model": "small_cnn",
+        "max_rounds": 1,
+        "train_steps": 2,
+        "attack_steps": 2,
+        "on_max_rounds": "keep",
+    }
 
     def craft(self, clean: Split, *, ctx: CraftContext):
         from poisonbench.plugins.unlearnable import ops
@@ -155,24 +157,18 @@ class UnlearnableClass(_Unlearnable):
     Params = ClassWiseParams
 
 
+CPU_PRESET = {"model": "small_cnn", "refresh_batchnorm": True, "on_stall": "fail"}
+PAPER_PRESETS = {  # class: description of its paper preset, registered as the class's label (SU, CU)
+    UnlearnableSample: "sample-wise unlearnable examples (error-minimising, 20 steps of 0.8/255)",
+    UnlearnableClass: "class-wise unlearnable examples (error-minimising, 20% subset)",
+}
+
+
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(UnlearnableSample)
-    register(UnlearnableClass)
-    register(
-        UnlearnableSample,
-        "SU",
-        params={},
-        description="sample-wise unlearnable examples (error-minimising, 20 steps of 0.8/255)",
-    )
-    register(
-        UnlearnableClass,
-        "CU",
-        params={},
-        description="class-wise unlearnable examples (error-minimising, 20% subset)",
-    )
-    cpu = {"model": "small_cnn", "refresh_batchnorm": True, "on_stall": "fail"}
-    register(UnlearnableSample, "SU-cpu", params=cpu,
-             description="CPU preset of SU: small_cnn, BatchNorm statistics refreshed each round")
-    register(UnlearnableClass, "CU-cpu", params=cpu,
-             description="CPU preset of CU: small_cnn, BatchNorm statistics refreshed each round")
+    for cls, description in PAPER_PRESETS.items():
+        register_presets(register, cls, {
+            cls.label: ({}, description),
+            f"{cls.label}-cpu": (CPU_PRESET, f"CPU preset of {cls.label}: small_cnn, BatchNorm statistics "
+                                             "refreshed each round"),
+        })

@@ -45,8 +45,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from poisonbench.api import CraftContext, Paper, Poison, Split
+from poisonbench.api import CraftContext, Paper, Split, check_ranges, register_presets
 from poisonbench.hookspecs import hookimpl
+from poisonbench.plugins.unlearnable import ErrorMinimising
 
 
 @dataclass(frozen=True)
@@ -71,23 +72,14 @@ class RemParams:
     round_steps: int = 100  # steps between saved craft states (resume points)
 
     def __post_init__(self):
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1] (a fraction of the pixel range), got {self.eps}")
+        check_ranges(self, fraction=("eps",), positive=("noise_step_size", "adv_step_size", "lr"),
+                     at_least_one=("noise_steps", "eot_samples", "train_steps", "batch_size", "lr_decay_steps",
+                                   "round_steps"),
+                     non_negative=("adv_steps", "crop_padding", "momentum", "weight_decay", "lr_gamma"))
         if self.eps * 255 > 127:
             raise ValueError("eps above 127/255 cannot be stored as int8 grey levels")
         if not 0 <= self.rho_a < self.eps:
             raise ValueError(f"rho_a must be in [0, eps), got {self.rho_a} (eps {self.eps})")
-        for key in ("noise_steps", "eot_samples", "train_steps", "batch_size", "lr_decay_steps", "round_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("adv_steps", "crop_padding", "momentum", "weight_decay", "lr_gamma"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("noise_step_size", "adv_step_size"):
-            if getattr(self, key) is not None and getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be positive (or null), got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
 
     @property
     def noise_alpha(self) -> float:
@@ -98,14 +90,15 @@ class RemParams:
         return self.adv_step_size if self.adv_step_size is not None else self.rho_a / 5
 
 
-class RobustUnlearnable(Poison):
-    """Robust error-minimising noise (REM): min-min-max with an adversarially trained crafting model."""
+class RobustUnlearnable(ErrorMinimising):
+    """Robust error-minimising noise (REM): min-min-max with an adversarially trained crafting model.
+
+    Error-minimising and L∞ (the family base); ``stats``: steps run and the crafting model's robust
+    loss/accuracy over its last round.
+    """
 
     name = "rem"
-    family = "rem"
-    kind = "min"
     applied = "sample"
-    threat_model = "linf"
     paper = Paper(title="Robust Unlearnable Examples: Protecting Data Against Adversarial Learning",
                   venue="ICLR", year=2022, url="https://openreview.net/forum?id=baUQQPwQiAg",
                   authors="Fu et al.")
@@ -114,19 +107,6 @@ class RobustUnlearnable(Poison):
         "model": "small_cnn", "train_steps": 2, "noise_steps": 2, "eot_samples": 1, "adv_steps": 1,
         "batch_size": 8,
     }
-
-    def __init__(self, params: Any = None):
-        super().__init__(params)
-        self.stats: dict[str, Any] = {}
-
-    def check_references(self, catalog) -> list[tuple[str | None, str]]:
-        if self.params.model not in catalog.victims:
-            return [("model", catalog.victims.unknown_message(self.params.model))]
-        return []
-
-    def manifest_extras(self) -> dict[str, Any]:
-        """Steps run and the crafting model's robust loss/accuracy over its last round."""
-        return dict(self.stats)
 
     def craft(self, clean: Split, *, ctx: CraftContext):
         from poisonbench.plugins.unlearnable import rem_ops
@@ -142,11 +122,13 @@ CPU_PRESET = {"model": "small_cnn", "train_steps": 200, "lr_decay_steps": 80, "n
               "round_steps": 20}
 
 
+PRESETS = {  # name: (params, description)
+    "REM": ({}, "robust error-minimising noise, ρ_u 8/255, ρ_a 4/255, 5000 steps, EOT 5 (Fu et al. 2022)"),
+    "REM-cpu": (CPU_PRESET, "CPU-sized REM (not paper-faithful): small_cnn, 200 steps, 4 noise steps of 2/255, "
+                            "EOT 1, 2 PGD steps of 2/255"),
+}
+
+
 @hookimpl
 def poisonbench_register_poisons(register):
-    register(RobustUnlearnable)
-    register(RobustUnlearnable, "REM", params={},
-             description="robust error-minimising noise, ρ_u 8/255, ρ_a 4/255, 5000 steps, EOT 5 (Fu et al. 2022)")
-    register(RobustUnlearnable, "REM-cpu", params=dict(CPU_PRESET),
-             description="CPU-sized REM (not paper-faithful): small_cnn, 200 steps, 4 noise steps of 2/255, "
-                         "EOT 1, 2 PGD steps of 2/255")
+    register_presets(register, RobustUnlearnable, PRESETS)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from poisonbench.api import Paper, Poison, SurrogateParams, UsesSurrogate
+from poisonbench.api import Paper, Poison, SurrogateParams, UsesSurrogate, check_ranges
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,13 @@ class NudgeParams(SurrogateParams):
     surrogate_milestones: list[int] = field(default_factory=lambda: [4])
 
     def __post_init__(self):
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_ranges(self, fraction=("eps",), at_least_one=("batch_size",))
 
 
 class SurrogateNudge(UsesSurrogate, Poison):
     """One signed-gradient step per image lowering a clean-trained surrogate's loss (error-minimising)."""
 
-    name = family = "surrogate_nudge"
+    name = "surrogate_nudge"
     kind, applied, threat_model = "min", "sample", "linf"  # error-minimising, one δ per image, L∞
     paper = Paper(title="Unlearnable Examples: Making Personal Data Unexploitable", venue="ICLR", year=2021,
                   url="https://arxiv.org/abs/2101.04898", authors="Huang et al.")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from poisonbench.api import Poison, export_uint8
+from poisonbench.api import Poison, check_ranges, export_uint8
 from poisonbench.hookspecs import hookimpl
 
 
@@ -23,17 +23,13 @@ class CheckerboardParams:
     cell: int = 2
 
     def __post_init__(self):
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
-        if self.cell < 1:
-            raise ValueError(f"cell must be >= 1, got {self.cell}")
+        check_ranges(self, fraction=("eps",), at_least_one=("cell",))  # ValueError naming the field
 
 
 class Checkerboard(Poison):
     """Class-wise ±eps checkerboard; cell size and phase depend on the class and the seed."""
 
     name = "checkerboard"
-    family = "checkerboard"
     kind = "random"
     applied = "class"
     Params = CheckerboardParams
