@@ -5,7 +5,7 @@ bf16 autocast (printed next to our fp32 number). Both attacks get the same model
 batch, the same number of steps and a random start; torchattacks (3.5.1, install with
 ``pip install --no-deps torchattacks==3.5.1``) receives the model as a user would (NCHW, parameters
 trainable), ours the frozen channels_last copy the harness crafts with. Ours is timed end to end
-through ``craft_poison`` (uint8 in, uint8 out), torchattacks on float tensors already on the device.
+through ``craft_perturbation`` and ``export_uint8`` (uint8 in, uint8 out), torchattacks on float tensors already on the device.
 Runs alternate between the two and the median of ``--repeat`` runs is reported.
 
     .venv/bin/python perf/bench_pgd.py [--model small_cnn] [--batch 256] [--steps 10] [--repeat 5]
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from poisonbench.api import to_float
+from poisonbench.api import export_uint8, to_float
 from poisonbench.catalog import default_catalog
 from poisonbench.crafting.surrogate import freeze, normalized
 from poisonbench.plugins.adversarial import ops
@@ -48,7 +48,8 @@ def timed(fn, device: str) -> float:
 def ours(model, images, targets, *, steps: int, device: str, precision: str):
     cfg = ops.AttackConfig(eps=EPS, steps=steps, step_size=ALPHA, restarts=1, init="normal",
                            batch_size=len(images), precision=precision, channels_last=True)
-    return lambda: ops.craft_perturbation(model, images, targets, cfg=cfg, seed=0, device=device)
+    return lambda: export_uint8(images, ops.craft_perturbation(model, images, targets, cfg=cfg, seed=0, device=device)[0],
+                                channels_first=True)
 
 
 def theirs(model, images, targets, *, steps: int, device: str):

@@ -137,6 +137,9 @@ def _print_table(report: dict) -> None:
                           f"({escape(item['victim'])}, {escape(item['defense'])}): {item['reason']}")
 
 
+DETAIL_WIDTH = 28  # characters of differing params under a poison's name (all of them: --json)
+
+
 def _catalog_or_none():
     """The installed catalog, to know each preset's defaults (None if plugins fail: labels still work)."""
     try:
@@ -152,12 +155,13 @@ def _poison_cell(row: dict, catalog) -> str:
     from the preset's defaults — never the whole parameter string."""
     from rich.markup import escape
 
-    from poisonbench.results.labels import display, preset_defaults
+    from poisonbench.results.labels import display, preset_defaults, short_label
 
     component = {"name": row.get("name") or row["poison"], "params": row.get("params") or {},
                  "label": row.get("label"), "fraction": row.get("fraction")}
     shown = display(component, defaults=preset_defaults(catalog, "poisons", str(component["name"])))
-    return escape(shown.name) + (f"\n[dim]{escape(shown.detail)}[/dim]" if shown.detail else "")
+    detail = short_label(shown.detail, DETAIL_WIDTH)  # the poison column never wraps: keep it narrow
+    return escape(shown.name) + (f"\n[dim]{escape(detail)}[/dim]" if shown.detail else "")
 
 
 def _measure_name(measure: str, report: dict) -> str:

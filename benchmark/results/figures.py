@@ -70,6 +70,29 @@ def _point_labels(groups: list[Group]) -> list[str]:
     return labels
 
 
+def _declutter(fig, ax) -> None:
+    """Move each point label (right of its point, else left of it; a line up or down) until it stays
+    inside the axes and overlaps no earlier label, in drawn pixels; a label with no free place is
+    hidden — the point stays, and the tables name it."""
+    from matplotlib.text import Annotation
+
+    fig.canvas.draw()  # the final layout, so the label extents are the drawn ones
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    for note in [t for t in ax.texts if isinstance(t, Annotation)]:
+        for dx, dy in ((4, 3), (4, 11), (4, -9), (-4, 3), (-4, 11), (-4, -9), (4, 19), (4, -17)):  # points
+            note.xyann = (dx, dy)
+            note.set_horizontalalignment("left" if dx > 0 else "right")
+            box = note.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+        else:
+            note.set_visible(False)
+
+
 def _legend_outside(ax, **kwargs) -> None:
     """A legend right of the axes, so it never covers a point or a curve."""
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kwargs)
@@ -123,6 +146,7 @@ def fig1_speed_vs_peak(groups: list[Group], *, threshold: float, corr: dict[str,
     ax.set_xlim(0, edge + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
+    _declutter(fig, ax)
     return fig
 
 
@@ -150,11 +174,12 @@ def _fig1_by_measure(groups: list[Group], *, corr: dict[str, Any], measure: str,
     ax.set(title=title, xlabel=xlabel + " (lower = learned faster)", ylabel="peak test accuracy (%)")
     _legend_outside(ax, handles=_legend_handles(), fontsize=7)
     ax.grid(alpha=0.3)
+    _declutter(fig, ax)
     return fig
 
 
 def fig2_final_vs_peak(groups: list[Group]):
-    fig = _new_figure(5.5, 5.0)
+    fig = _new_figure(6.6, 5.0)  # the legend sits right of the axes
     ax = fig.add_subplot()
     for group, text in zip(groups, _point_labels(groups), strict=True):
         peak, final = group.stats["peak_test_acc"].mean, group.stats["final_test_acc"].mean
@@ -169,6 +194,7 @@ def fig2_final_vs_peak(groups: list[Group]):
            ylabel="final test accuracy (%)", title="Final vs peak test accuracy")
     _legend_outside(ax, handles=_legend_handles(), fontsize=7)
     ax.grid(alpha=0.3)
+    _declutter(fig, ax)
     return fig
 
 

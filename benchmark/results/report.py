@@ -132,6 +132,7 @@ class Group:
         linf = [r.get("linf") for r in self.records if isinstance(r.get("linf"), int | float)]
         return {
             "poison": label(self.poison), "name": self.poison.get("name"),
+            **({"fraction": self.poison["fraction"]} if self.poison.get("fraction") is not None else {}),
             "params": self.poison.get("params") or {}, "family": self.poison.get("family"),
             "kind": self.poison.get("kind"), "applied": self.poison.get("applied"),
             "victim": label(self.victim), "defense": label(self.defense), "dataset": self.dataset,
