@@ -43,13 +43,6 @@ def _noisy(rng, shape, level: int) -> np.ndarray:
 
 def run_main(args: list[str], capsys) -> tuple[int, str, str]:
     """Run the console entry point in-process: (exit code, stdout, stderr)."""
-    from poisonbench.cli import main
+    from .helpers_reliability import run_main as run
 
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run(capsys, *args)

@@ -225,3 +225,41 @@ def test_preprocessing_is_cached_like_an_artifact(tmp_path, catalog, monkeypatch
     monkeypatch.setattr(ops, "median", lambda *a, **k: pytest.fail("recomputed despite the cache"))
     again = chain.preprocess(train, ctx=ctx, source_sha256="a" * 64, fingerprint="f", cache_dir=tmp_path)
     assert torch.equal(again.images, expected)
+
+
+def test_eval_images_change_only_when_a_defense_says_so_and_bad_params_stop_before_training(catalog):
+    import torch
+
+    from poisonbench.api import DefenseContext, Split
+    from poisonbench.errors import BadInput
+    from poisonbench.runner import defended_chain
+    from poisonbench.training.defended import Chain
+
+    images = torch.randint(0, 256, (4, 8, 8, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    test = Split(images, torch.arange(4) % 2)
+    ctx = DefenseContext(seed=0, num_classes=2, image_shape=(8, 8, 3))
+    plain = Chain.build(catalog, [{"name": "grayscale", "params": {}}, {"name": "cutout", "params": {}}])
+    assert plain.eval_split(test, ctx=ctx) is test
+    converted = Chain.build(catalog, [{"name": "grayscale_eval", "params": {}}]).eval_split(test, ctx=ctx)
+    assert torch.equal(converted.images[..., 0], converted.images[..., 2]) and not torch.equal(converted.images, images)
+
+    class Data:  # what the runner knows once an image folder is loaded
+        num_classes = 2
+        train = Split(torch.zeros(2, 8, 8, 1, dtype=torch.uint8), torch.zeros(2, dtype=torch.long))
+
+    with pytest.raises(BadInput, match="length 16 does not fit 8×8"):
+        defended_chain(catalog, [{"name": "cutout", "params": {"length": 16}}], data=Data())
+
+
+def test_run_on_a_folder_refuses_defense_params_that_do_not_fit_before_any_work(tmp_path, capsys):
+    _tree(tmp_path / "photos", jpeg_train=False)
+    suite = tmp_path / "f.yaml"
+    suite.write_text("suite: f\ndataset: {name: image_folder, root: photos, image_size: 16}\n"
+                     "victims: [{name: small_cnn, params: {width: 4}}]\npoisons: [clean]\n"
+                     "defenses: [none, {name: cutout, params: {length: 40}}]\n"
+                     "train: {epochs: 1, batch_size: 8, milestones: [1]}\n")
+    assert run_main(["validate", str(suite)], capsys)[0] == 0  # the folder's image size is not known yet
+    code, _, err = run_main(["--cache-dir", str(tmp_path / "cache"), "run", str(suite), "--out", str(tmp_path / "run"),
+                             "--quiet"], capsys)
+    assert code == 2 and "defense 'cutout': length 40 does not fit 16×16 images" in err
+    assert not (tmp_path / "run" / "cells.jsonl").exists() and not (tmp_path / "cache" / "poisons").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -23,6 +22,7 @@ from poisonbench.suite.config import DatasetConfig
 from poisonbench.util.paths import UserPaths, allowed_paths
 
 from .helpers_byo import TINY_TRAIN, run_main, save_image
+from .helpers_reliability import Payload
 
 EPS = 8 / 255
 SYNTH = {"n_train": 40, "n_test": 20, "num_classes": 4, "image_size": 8}
@@ -136,16 +136,6 @@ def test_runs_on_every_format_equal_the_crafted_artifact_runs(sources, tmp_path,
 
 
 # -- refusals ---------------------------------------------------------------------------------
-
-class Payload:
-    """Unpickling this runs a shell command that creates the sentinel file."""
-
-    def __init__(self, sentinel: Path):
-        self.sentinel = sentinel
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.sentinel}",))
-
 
 def make_bad(kind: str, folder: Path, sources) -> str:
     """Write one hostile/broken source into ``folder``; return its path relative to ``folder``."""

@@ -27,7 +27,8 @@ def test_paper_suite_is_table_1(catalog):
               "R4", "R16", "R64", "R128", "RN", "LF2", "LF3", "LF4", "LF5", "LF6", "LF7", "LF8"}
     assert {p.name for p in suite.poisons} == table1 | {"clean"}
     assert [v.name for v in suite.victims] == ["resnet18"] and suite.train.epochs == 100
-    assert {d.resolved["select"] for d in suite.defenses} == {"test", "val"}
+    # no selection defense: every training records peak, val-selected (5,000 held out) and final
+    assert [d.name for d in suite.defenses] == ["none"] and suite.dataset.val_split == 5000
 
 
 def test_demo_suite_mixes_the_promised_families(catalog):

@@ -14,6 +14,7 @@ from poisonbench.runner import (
     RunContext,
     RunPlan,
     craft_for_plan,
+    defended_chain,
     interrupt_guard,
     prepare_suite_data,
     run_training_group,
@@ -33,6 +34,8 @@ def run(plan: RunPlan, ctx: RunContext) -> None:
     with interrupt_guard(ctx) as training:
         try:
             data = prepare_suite_data(plan.suite_resolved, catalog=ctx.catalog, data_dir=ctx.data_dir)
+            for group in pending:  # defense params that do not fit the images: one line, nothing run
+                defended_chain(ctx.catalog, group.chain, data=data)
             for index, group in enumerate(pending, start=1):
                 label = f"[{index}/{len(pending)}] {group.poison['name']} · {group.victim['name']} · s{group.seed}"
                 if group.craft_id not in artifacts:

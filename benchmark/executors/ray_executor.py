@@ -199,8 +199,10 @@ class _Driver:
         mode = "shared paths" if self.shared else "object store (paths not shared by all nodes)"
         ctx.progress.log(f"ray: {len(self.pending)} trainings, {self.gpus:g} GPU and "
                          f"{CPUS_PER_TASK} CPU each, on {self.device}; artifacts via {mode}")
-        data_ref = ray.put(runner.prepare_suite_data(self.plan.suite_resolved, catalog=ctx.catalog,
-                                                     data_dir=ctx.data_dir))
+        data = runner.prepare_suite_data(self.plan.suite_resolved, catalog=ctx.catalog, data_dir=ctx.data_dir)
+        for group in self.pending:  # defense params that do not fit the images: one line, nothing run
+            runner.defended_chain(ctx.catalog, group.chain, data=data)
+        data_ref = ray.put(data)
         self.common = {"data": data_ref, "blocked": self.blocked, "relay": self.relay,
                        "device": self.device, "shared": self.shared}
         # the driver's path policy (the suite's folder, --data-dir, --allow-path) for file poisons
@@ -240,7 +242,8 @@ class _Driver:
             ref = ray_worker.train_task.options(**self.options).remote(
                 suite_resolved=self.plan.suite_resolved, group=group.to_json(),
                 run_dir=self.run_dir, artifact=artifact, label=self.labels[group.group_id],
-                skip=sorted(self.ctx.finished & set(group.cell_ids)), **self.common)
+                skip=sorted(self.ctx.finished & set(group.cell_ids)),
+                cache_dir=self.cache_dir if self.shared else None, **self.common)
             self.waiting[ref] = ("train", group)
 
     def _train_done(self, ref, group: runner.TrainingGroup) -> None:

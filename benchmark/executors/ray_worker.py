@@ -74,8 +74,12 @@ def craft_on_worker(*, craft, data, cache_dir, data_dir, user_paths, blocked, re
 
 
 def train_on_worker(*, suite_resolved, group, run_dir, artifact, skip, label, data, blocked, relay,
-                    device, shared) -> dict[str, Any]:
-    """Train one group (resuming its checkpoint); returns its records and where it resumed."""
+                    device, shared, cache_dir=None) -> dict[str, Any]:
+    """Train one group (resuming its checkpoint); returns its records and where it resumed.
+
+    ``cache_dir`` (set when every node shares the driver's paths) caches preprocess defenses, as
+    the local executor does; without it each task preprocesses its training set anew.
+    """
     import torch
 
     from poisonbench.training.checkpoint import peek_state
@@ -96,7 +100,8 @@ def train_on_worker(*, suite_resolved, group, run_dir, artifact, skip, label, da
     records = runner.run_training_group(
         suite_resolved=suite_resolved, group=group, run_dir=root, device=device,
         catalog=_catalog(blocked), data=data, artifact=None if by_path else artifact,
-        artifact_path=artifact if by_path else None, skip=set(skip), progress=progress)
+        artifact_path=artifact if by_path else None, skip=set(skip), progress=progress,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None)
     progress.flush()
     if not shared:
         shutil.rmtree(folder, ignore_errors=True)

@@ -37,7 +37,13 @@ from torch import nn
 from poisonbench.api import Split
 from poisonbench.errors import Interrupted
 from poisonbench.suite.config import TrainConfig
-from poisonbench.training.augment import crop_flip, pad_fill, normalisation, plan_epoch, to_model_input
+from poisonbench.training.augment import (
+    crop_flip,
+    normalisation,
+    pad_fill,
+    plan_epoch,
+    to_model_input,
+)
 from poisonbench.training.checkpoint import load_checkpoint, save_checkpoint
 from poisonbench.training.device import autocast, autocast_dtype, derive_seed, is_cuda
 

@@ -101,16 +101,26 @@ def median(images: torch.Tensor, *, kernel_size: int, chunk: int = 256) -> torch
     """
     if kernel_size == 3:
         return _median3(images)
+    _, h, w, c = images.shape
+
+    def window_median(x: torch.Tensor) -> torch.Tensor:
+        windows = F.unfold(x, kernel_size).reshape(-1, c, kernel_size * kernel_size, h, w)
+        return windows.median(dim=2).values  # k*k is odd: the middle value, exact
+
+    return _filter_channels(images, pad=kernel_size // 2, mode="replicate", chunk=chunk, fn=window_median)
+
+
+def _filter_channels(images: torch.Tensor, *, pad: int, mode: str, chunk: int, fn) -> torch.Tensor:
+    """Run ``fn`` on every channel of uint8 (N, H, W, C) images padded by ``pad`` (``mode``), in
+    chunks: ``fn`` maps float (B·C, 1, H + 2·pad, W + 2·pad) to (B, C, H, W) or (B·C, 1, H, W);
+    the result is rounded and clamped back to uint8 (N, H, W, C)."""
     n, h, w, c = images.shape
-    p = kernel_size // 2
     out = torch.empty_like(images)
     for start in range(0, n, chunk):
         x = images[start:start + chunk].permute(0, 3, 1, 2).float()
         b = x.shape[0]
-        x = F.pad(x.reshape(b * c, 1, h, w), (p, p, p, p), mode="replicate")
-        windows = F.unfold(x, kernel_size).reshape(b, c, kernel_size * kernel_size, h, w)
-        med = windows.median(dim=2).values  # k*k is odd: the middle value, exact
-        out[start:start + chunk] = med.round().to(torch.uint8).permute(0, 2, 3, 1)
+        y = fn(F.pad(x.reshape(b * c, 1, h, w), (pad, pad, pad, pad), mode=mode)).reshape(b, c, h, w)
+        out[start:start + chunk] = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     return out
 
 
@@ -138,18 +148,12 @@ def gaussian_taps(kernel_size: int, sigma: float) -> torch.Tensor:
 
 def gaussian_blur(images: torch.Tensor, *, kernel_size: int, sigma: float, chunk: int = 1024) -> torch.Tensor:
     """torchvision ``GaussianBlur(k, sigma)`` on uint8 images: separable, reflect padding, rounded."""
-    n, h, w, c = images.shape
     taps = gaussian_taps(kernel_size, sigma).float()
-    p = kernel_size // 2
-    out = torch.empty_like(images)
-    for start in range(0, n, chunk):
-        x = images[start:start + chunk].permute(0, 3, 1, 2).float()
-        b = x.shape[0]
-        x = F.pad(x.reshape(b * c, 1, h, w), (p, p, p, p), mode="reflect")
-        x = F.conv2d(x, taps.view(1, 1, 1, -1))
-        x = F.conv2d(x, taps.view(1, 1, -1, 1))
-        out[start:start + chunk] = x.reshape(b, c, h, w).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return out
+
+    def separable(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
+
+    return _filter_channels(images, pad=kernel_size // 2, mode="reflect", chunk=chunk, fn=separable)
 
 
 def blur_is_identity(kernel_size: int, sigma: float) -> bool:

@@ -118,18 +118,23 @@ class KernelParams:
             raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
 
 
-class Median(Defense):
-    """k×k median filter per channel with replicate borders (= PIL ``MedianFilter(k)``), ISS's lowpass."""
+class _WindowFilter(Defense):
+    """A k×k window filter per channel (median, blur); its ``Params`` inherit ``KernelParams``."""
 
-    name = "median"
     stage = "preprocess"
-    rank = 60
-    Params = KernelParams
-    paper = FEATURE_SQUEEZING
 
     def check_data(self, *, image_shape):
         k, side = self.params.kernel_size, min(image_shape[:2])
         return [("kernel_size", f"kernel_size {k} is larger than the {side}-pixel image side")] if k > side else []
+
+
+class Median(_WindowFilter):
+    """k×k median filter per channel with replicate borders (= PIL ``MedianFilter(k)``), ISS's lowpass."""
+
+    name = "median"
+    rank = 60
+    Params = KernelParams
+    paper = FEATURE_SQUEEZING
 
     def identity_on(self, *, image_shape):
         return "a 1×1 median keeps every pixel" if self.params.kernel_size == 1 else None
@@ -141,18 +146,16 @@ class Median(Defense):
 
 
 @dataclass(frozen=True)
-class BlurParams:
-    kernel_size: int = 3  # odd window side, pixels
+class BlurParams(KernelParams):
     sigma: float = 0.1  # pixels; APBench's 0.1 leaves uint8 images unchanged (0.5-1.0 blur at 32 px)
 
     def __post_init__(self):
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
+        super().__post_init__()
         if self.sigma <= 0:
             raise ValueError(f"sigma must be positive, got {self.sigma}")
 
 
-class GaussianBlur(Defense):
+class GaussianBlur(_WindowFilter):
     """Gaussian blur as APBench/ISS run it (torchvision ``GaussianBlur(3, 0.1)``, reflect borders).
 
     The default is APBench-faithful and a no-op: the off-centre taps weigh e^-50, so every uint8
@@ -161,14 +164,9 @@ class GaussianBlur(Defense):
     """
 
     name = "gaussian_blur"
-    stage = "preprocess"
     rank = 50
     Params = BlurParams
     paper = APBENCH
-
-    def check_data(self, *, image_shape):
-        k, side = self.params.kernel_size, min(image_shape[:2])
-        return [("kernel_size", f"kernel_size {k} is larger than the {side}-pixel image side")] if k > side else []
 
     def identity_on(self, *, image_shape):
         from poisonbench.plugins.defenses import ops
