@@ -15,32 +15,21 @@ from poisonbench.cli import main
 from poisonbench.leaderboard.schema import consistency_problems, validate_entry
 from poisonbench.leaderboard.store import read_entry, write_entry
 
-from .helpers_report import POISONS, fake_record, write_run
+from .helpers_report import POISONS, add_run, empty_board, fake_record, run_cli, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 NASTY = ["<script>alert(1)</script>", "a|b", "two\nlines"]
 
 
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
 @pytest.fixture
 def board(tmp_path) -> Path:
-    root = tmp_path / "board"
-    (root / "entries").mkdir(parents=True)
-    return root
+    return empty_board(tmp_path)
 
 
 @pytest.fixture
 def added(tmp_path, board, capsys) -> list[Path]:
     """Entries added from a fabricated 3-seed run of the six fake poisons."""
-    run = write_run(tmp_path / "run")
-    code, out, err = run_cli(capsys, "leaderboard", "add", run, "--dir", board)
-    assert code == 0, err
+    add_run(capsys, board, write_run(tmp_path / "run"))
     return sorted((board / "entries" / "fake").glob("*.json"))
 
 

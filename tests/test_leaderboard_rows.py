@@ -10,25 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from poisonbench.cli import main
 from poisonbench.leaderboard.rows import load_rows
 from poisonbench.leaderboard.schema import validate_entry
 from poisonbench.leaderboard.store import read_entry, write_entry
 from poisonbench.leaderboard.svg import sparkline
 from poisonbench.results.labels import display, format_value, label, preset_defaults
 
-from .helpers_report import POISONS, fake_record, write_run
+from .helpers_report import POISONS, add_run, empty_board, fake_record, run_cli, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTION_RULES = [{"name": "early_stopping", "params": {"select": "test"}},
                    {"name": "early_stopping", "params": {"select": "val"}}, {"name": "none", "params": {}}]
-
-
-def _cli(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture
@@ -36,11 +28,8 @@ def board(tmp_path, capsys) -> Path:
     """Three selection rules (one training) and one training-side defense, three seeds, six poisons."""
     defenses = SELECTION_RULES + [{"name": "cutout", "params": {}}]
     records = [fake_record(p, seed=s, epochs=10, defense=d) for p in POISONS for d in defenses for s in (0, 1, 2)]
-    run = write_run(tmp_path / "run", epochs=10, records=records)
-    root = tmp_path / "board"
-    (root / "entries").mkdir(parents=True)
-    code, _, err = _cli(capsys, "leaderboard", "add", run, "--dir", root)
-    assert code == 0, err
+    root = empty_board(tmp_path)
+    add_run(capsys, root, write_run(tmp_path / "run", epochs=10, records=records))
     return root
 
 
@@ -91,7 +80,7 @@ def test_schema_1_entries_are_upgraded_on_reading_and_shown_once(board, capsys):
     assert upgraded["schema"] == 2 and upgraded["defense"] == {"name": "none", "params": {}}
     assert upgraded["per_seed"] == entry["per_seed"] and upgraded["summary"] == entry["summary"]
     assert sum(r.poison == "LF3" for r in load_rows(board)) == 2  # none (once) and cutout
-    assert _cli(capsys, "leaderboard", "render", "--dir", board)[0] == 0
+    assert run_cli(capsys, "leaderboard", "render", "--dir", board)[0] == 0
 
 
 def test_reported_paper_entries_are_schema_2_with_their_paper():
@@ -140,7 +129,7 @@ def test_the_curve_marks_the_peak_epoch():
 
 
 def test_list_shows_each_plugins_paper(capsys):
-    code, out, _ = _cli(capsys, "list", "poisons", "CU", "--json")
+    code, out, _ = run_cli(capsys, "list", "poisons", "CU", "--json")
     assert code == 0
     paper = json.loads(out)[0]["paper"]
     assert paper["venue"] == "ICLR" and paper["year"] == 2021 and "arxiv.org" in paper["url"]
@@ -153,7 +142,7 @@ def test_page_and_markdown_renderers_do_not_import_each_other():
 
 
 def test_matrix_and_paper_links_are_on_the_page(board, capsys):
-    assert _cli(capsys, "leaderboard", "render", "--dir", board)[0] == 0
+    assert run_cli(capsys, "leaderboard", "render", "--dir", board)[0] == 0
     page = (board / "index.html").read_text()
     assert page.count("<td class=\"num\" data-value=") >= 12 and 'id="tab-matrix"' in page
     assert page.count('<svg class="spark"') == 2 * len(POISONS)
@@ -176,15 +165,15 @@ train: {epochs: 2, batch_size: 16, lr: 0.05, milestones: [1]}
 def test_verify_retrains_with_the_entrys_defense(tmp_path, capsys):
     (tmp_path / "tiny.yaml").write_text(DEFENDED_SUITE)
     cache, board = tmp_path / "cache", tmp_path / "board"
-    assert _cli(capsys, "--cache-dir", cache, "run", tmp_path / "tiny.yaml", "--out", tmp_path / "run")[0] == 0
-    assert _cli(capsys, "leaderboard", "add", tmp_path / "run", "--dir", board)[0] == 0
+    assert run_cli(capsys, "--cache-dir", cache, "run", tmp_path / "tiny.yaml", "--out", tmp_path / "run")[0] == 0
+    assert run_cli(capsys, "leaderboard", "add", tmp_path / "run", "--dir", board)[0] == 0
     defended = next(board.glob("entries/tiny/*__jpeg10.json"))
-    code, out, err = _cli(capsys, "--cache-dir", cache, "leaderboard", "verify", defended, "--json")
+    code, out, err = run_cli(capsys, "--cache-dir", cache, "leaderboard", "verify", defended, "--json")
     assert code == 0 and json.loads(out)["same_machine"] is True, err
     entry = read_entry(defended)  # the same numbers claimed for plain training: re-training disagrees
     entry["defense"] = {"name": "none", "params": {}}
     write_entry(defended, entry)
-    code, _, err = _cli(capsys, "--cache-dir", cache, "leaderboard", "verify", defended)
+    code, _, err = run_cli(capsys, "--cache-dir", cache, "leaderboard", "verify", defended)
     assert code == 1 and "re-training gave" in err
 
 

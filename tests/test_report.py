@@ -48,7 +48,8 @@ def test_every_metric_has_mean_std_n_over_seeds(run_dir):
     assert row["metrics"]["peak_test_acc"]["mean"] == pytest.approx(statistics.fmean(peaks))
     assert row["metrics"]["peak_test_acc"]["std"] == pytest.approx(statistics.stdev(peaks))
     assert row["metrics"]["peak_test_acc"]["n"] == 3
-    assert set(row["metrics"]) == {"peak_test_acc", "peak_epoch", "final_test_acc", "selected_test_acc",
+    assert set(row["metrics"]) == {"peak_test_acc", "peak_epoch", "val_selected_test_acc", "final_test_acc",
+                                   "selected_test_acc",
                                    "selected_epoch", "epochs_to_loss_threshold", "early_loss",
                                    "epochs_to_clean_level", "peak_minus_final", "val_selected_minus_final"}
 
@@ -172,18 +173,23 @@ def test_missing_run_dir_is_bad_input(tmp_path, capsys):
 
 
 
-def test_table_shows_one_row_per_training_with_a_column_per_defense(tmp_path, capsys):
-    """Defenses sharing a training only select epochs: the table merges them into columns."""
+def test_table_shows_one_row_per_training_with_the_three_selections(tmp_path, capsys):
+    """Selection is a metric, not a defense: one row per training, peak / val-selected / final columns."""
+    from poisonbench.results.report import val_selected_acc
+
     from .helpers_report import POISONS, fake_record, write_run
 
-    defenses = [{"name": "early_stopping", "params": {"select": "test"}},
-                {"name": "early_stopping", "params": {"select": "val"}}, {"name": "none", "params": {}}]
-    records = [fake_record(p, seed=0, epochs=6, defense=d) for p in POISONS for d in defenses]
+    records = [fake_record(p, seed=0, epochs=6, defense={"name": "none", "params": {}}) for p in POISONS]
     run_dir = write_run(tmp_path / "run", seeds=(0,), epochs=6, records=records)
     code, out, _ = run_cli(capsys, "report", str(run_dir), "--no-figures")
     assert code == 0, out
     header = " ".join(out.split())  # headers may wrap inside their column
-    assert "val" in header and "none" in header and "test (peak)" not in header, out
+    assert "peak" in header and "val-selected" in header and "final" in header, out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
     for poison in POISONS:
-        rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
-        assert sum(row[1].split("[")[0] == poison.name for row in rows) == 1, out
+        assert sum(row[1] == poison.name for row in rows) == 1, out
+    code, out, _ = run_cli(capsys, "report", str(run_dir), "--no-figures", "--json")
+    by_name = {row["name"]: row for row in json.loads(out)["ranking"]}
+    for record in records:  # the column is the test accuracy at the best validation epoch
+        shown = by_name[record["poison"]["name"]]["metrics"]["val_selected_test_acc"]["mean"]
+        assert shown == pytest.approx(val_selected_acc(record))

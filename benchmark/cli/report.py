@@ -57,33 +57,6 @@ def report_command(run_dir: Path, as_json: bool, figures: bool):
         click.echo(f"figures: {len(written)} files in {written[0].parent}")
 
 
-def _merge_defenses(rows: list[dict]) -> tuple[list[dict], list[str]]:
-    """One row per training: defenses that share a training differ only in the epoch they select.
-
-    Rows (already ranked) with the same poison, victim, peak and final merge into one whose
-    ``selected`` maps each defense label to its selected accuracy; ranking order is kept.
-    """
-    import json
-
-    merged: dict[str, dict] = {}
-    defenses: list[str] = []
-    for row in rows:
-        m = row["metrics"]
-        key = json.dumps([row["poison"], row["victim"], m["peak_test_acc"], m["final_test_acc"]], sort_keys=True)
-        target = merged.setdefault(key, {**row, "selected": {}})
-        target["selected"][row["defense"]] = m["selected_test_acc"]
-        if row["defense"] not in defenses:
-            defenses.append(row["defense"])
-    return list(merged.values()), defenses
-
-
-def _defense_header(defense: str) -> str:
-    """Short column header: 'early_stopping[select=val]' -> 'selected: val'."""
-    if defense.startswith("early_stopping"):
-        return "selected: " + ("val" if "select=val" in defense else "test (peak)")
-    return f"selected: {defense}"
-
-
 def _print_table(report: dict) -> None:
     from rich import box
     from rich.console import Console
@@ -96,27 +69,25 @@ def _print_table(report: dict) -> None:
     catalog = _catalog_or_none()
     table = Table(box=box.SIMPLE_HEAD, title=f"{report.get('suite') or report['run_dir']}: ranked by peak test accuracy "
                         "(lower = stronger poison; %, mean ± std (n seeds) when several)")
-    rows, defenses = _merge_defenses(report["ranking"])
-    extra = ["victim"] if len({r["victim"] for r in rows}) > 1 else []  # only when there are several
-    columns = ["#", "poison", "kind", "applied", *extra, "peak", "peak epoch", "final",
-               *(_defense_header(d) for d in defenses if _defense_header(d) != "selected: test (peak)"),
-               f"epochs to loss<{thr:g}", f"loss 1–{report.get('speed_epochs', 5)}", "pk−fin", "val−fin"]
-    shown = [d for d in defenses if _defense_header(d) != "selected: test (peak)"]  # = peak; no column
+    rows = report["ranking"]  # one row per poison × victim × defense chain (seeds aggregated)
+    extra = [key for key in ("victim", "defense") if len({r[key] for r in rows}) > 1]  # only when several
+    columns = ["#", "poison", "kind", "applied", *extra, "peak", "peak epoch", "val-selected", "final",
+               "pk−fin", "val−fin", f"epochs to loss<{thr:g}", f"loss 1–{report.get('speed_epochs', 5)}"]
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column == "poison")
     for rank, row in enumerate(rows, 1):
         m = row["metrics"]
         flag = " [red](diverged)[/red]" if row["diverged"] else ""
-        selected = [format_stat(row["selected"][d], percent=True) if d in row["selected"] else "—" for d in shown]
         table.add_row(
             str(rank), _poison_cell(row, catalog) + flag, escape(str(row["kind"] or "?")),
             escape(str(row["applied"] or "?")), *(escape(row[key]) for key in extra),
             format_stat(m["peak_test_acc"], percent=True), format_stat(m["peak_epoch"], percent=False),
-            format_stat(m["final_test_acc"], percent=True), *selected, format_threshold(row),
-            _loss_stat(m.get("early_loss")), *_flattery(m))
+            format_stat(m.get("val_selected_test_acc") or {}, percent=True),
+            format_stat(m["final_test_acc"], percent=True), *_flattery(m), format_threshold(row),
+            _loss_stat(m.get("early_loss")))
     console = Console(soft_wrap=False)
     if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
-        console = Console(soft_wrap=False, width=max(console.width, 130))
+        console = Console(soft_wrap=False, width=max(console.width, 160))
     console.print(table)
     console.print(f"loss 1–{report.get('speed_epochs', 5)}: mean training loss of the first epochs "
                   "(threshold-free learning speed; lower = learned faster). pk−fin, val−fin: points by "

@@ -40,7 +40,7 @@ from poisonbench.errors import BadInput
 from poisonbench.results.labels import display, label, short_label  # noqa: F401 (re-exported)
 from poisonbench.results.speed import DEFAULT_SPEED_EPOCHS, annotate_clean_level, learning_speed
 
-METRICS = ("peak_test_acc", "peak_epoch", "final_test_acc", "selected_test_acc", "selected_epoch",
+METRICS = ("peak_test_acc", "peak_epoch", "val_selected_test_acc", "final_test_acc", "selected_test_acc", "selected_epoch",
            "epochs_to_loss_threshold", "early_loss", "epochs_to_clean_level", "peak_minus_final",
            "val_selected_minus_final")
 # The learning-speed measures a report correlates with peak accuracy (poisonbench.results.speed).
@@ -216,6 +216,7 @@ def annotate_records(run: Run) -> None:
         peak, final = metrics.get("peak_test_acc"), metrics.get("final_test_acc")
         metrics["peak_minus_final"] = None if peak is None or final is None else peak - final
         chosen = val_selected_acc(record)
+        metrics["val_selected_test_acc"] = chosen
         metrics["val_selected_minus_final"] = None if chosen is None or final is None else chosen - final
     annotate_clean_level(run.records, clean_epoch=run.clean_level_epoch)
 

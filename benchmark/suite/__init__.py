@@ -18,17 +18,16 @@ from typing import Any
 from poisonbench.catalog import Catalog
 from poisonbench.catalog.params import check_params, params_to_dict
 from poisonbench.catalog.suggest import suggestion_suffix
-from poisonbench.errors import BadInput, Problem, UnknownName, ValidationFailed
+from poisonbench.errors import Problem, UnknownName, ValidationFailed
 from poisonbench.suite.config import DatasetConfig, MetricsConfig, TrainConfig
-from poisonbench.suite.yaml_marks import Mark, MarkedDict, MarkedList, YamlProblem, load_marked_yaml
+from poisonbench.suite.includes import display_path, load_with_includes
+from poisonbench.suite.yaml_marks import Mark, MarkedDict, MarkedList
 from poisonbench.util.files import safe_name
-from poisonbench.util.paths import confine
 
 TOP_LEVEL_KEYS = ("suite", "version", "include", "description", "dataset", "victims", "poisons",
                   "defenses", "seeds", "train", "metrics")
 DATASET_KEYS = ("name", "params", "train_subset", "test_subset", "val_split", "subset_seed")
 REQUIRED = ("suite", "dataset", "victims", "poisons")
-MAX_INCLUDE_DEPTH = 8
 MAX_LABEL = 40  # characters of a poison's display `label:`
 
 
@@ -116,74 +115,13 @@ def make_cell_id(suite: Suite, victim: Component, poison: Component, defense: Co
 
 # -- loading ----------------------------------------------------------------------------------
 
-def _deep_merge(base: Any, top: Any) -> Any:
-    """Mappings merge recursively (``top`` wins); anything else is replaced by ``top``."""
-    if isinstance(base, MarkedDict) and isinstance(top, MarkedDict):
-        merged = MarkedDict(base)
-        merged.mark = top.mark
-        merged.key_marks = {**base.key_marks, **top.key_marks}
-        merged.value_marks = {**base.value_marks, **top.value_marks}
-        for key, value in top.items():
-            merged[key] = _deep_merge(base[key], value) if key in base else value
-        return merged
-    return top
-
-
-def _load_with_includes(path: Path, root: Path, problems: list[Problem], stack: tuple[Path, ...]) -> Any:
-    try:
-        data = load_marked_yaml(path, display=_display(path))
-    except YamlProblem as err:
-        problems.append(err.problem)
-        return None
-    if data is None:
-        problems.append(Problem(_display(path), 1, 1, "empty suite file"))
-        return None
-    if not isinstance(data, MarkedDict):
-        mark = getattr(data, "mark", Mark(_display(path), 1, 1))
-        problems.append(mark.problem(f"a suite must be a mapping of keys, got {type(data).__name__}"))
-        return None
-    include = data.pop("include", None)
-    if include is None:
-        return data
-    inc_mark = data.value_marks.get("include", data.mark)
-    names = include if isinstance(include, list) else [include]
-    merged: Any = None
-    for i, name in enumerate(names):
-        mark = include.item_marks[i] if isinstance(include, MarkedList) else inc_mark
-        if not isinstance(name, str) or not name:
-            problems.append(mark.problem("include: expected a file name"))
-            continue
-        try:
-            target = confine(name, base=path.parent, roots=[root])
-        except BadInput as err:
-            problems.append(mark.problem(f"include: {err}"))
-            continue
-        if target in stack or len(stack) >= MAX_INCLUDE_DEPTH:
-            problems.append(mark.problem(f"include: '{name}' would include itself (cycle)"))
-            continue
-        if not target.is_file():
-            problems.append(mark.problem(f"include: file '{name}' not found"))
-            continue
-        base = _load_with_includes(target, root, problems, stack + (target,))
-        if base is not None:
-            merged = base if merged is None else _deep_merge(merged, base)
-    return data if merged is None else _deep_merge(merged, data)
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def load_suite(path: str | Path, catalog: Catalog) -> Suite:
     """Load and fully validate a suite; raise ``ValidationFailed`` listing every problem."""
     path = Path(path)
     problems: list[Problem] = []
-    data = _load_with_includes(path, path.resolve().parent, problems, (path.resolve(),))
+    data = load_with_includes(path, path.resolve().parent, problems, (path.resolve(),))
     if data is None or problems:
-        raise ValidationFailed(problems or [Problem(_display(path), 1, 1, "empty suite file")])
+        raise ValidationFailed(problems or [Problem(display_path(path), 1, 1, "empty suite file")])
     suite = _SuiteChecker(data, path, catalog, problems).build()
     if problems:
         raise ValidationFailed(sorted(set(problems), key=lambda p: (p.path, p.line, p.col, p.message)))
