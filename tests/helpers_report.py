@@ -107,28 +107,3 @@ def write_run(path: Path, *, seeds=(0, 1, 2), epochs: int = 12, poisons=POISONS,
         records = [fake_record(p, seed=s, epochs=epochs) for p in poisons for s in seeds]
     (path / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """``poisonbench ARGS`` in-process; the CLI always exits: (exit code, stdout, stderr)."""
-    import pytest
-
-    from poisonbench.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def empty_board(tmp_path: Path) -> Path:
-    """A leaderboard folder with an empty ``entries/``."""
-    root = tmp_path / "board"
-    (root / "entries").mkdir(parents=True)
-    return root
-
-
-def add_run(capsys, board: Path, run: Path) -> None:
-    """``poisonbench leaderboard add RUN --dir BOARD``, which must succeed."""
-    code, _, err = run_cli(capsys, "leaderboard", "add", run, "--dir", board)
-    assert code == 0, err

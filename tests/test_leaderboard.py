@@ -15,7 +15,8 @@ from poisonbench.cli import main
 from poisonbench.leaderboard.schema import consistency_problems, validate_entry
 from poisonbench.leaderboard.store import read_entry, write_entry
 
-from .helpers_report import POISONS, add_run, empty_board, fake_record, run_cli, write_run
+from .helpers_board import add_run, empty_board, run_cli, tiny_suite_text
+from .helpers_report import POISONS, fake_record, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 NASTY = ["<script>alert(1)</script>", "a|b", "two\nlines"]
@@ -238,16 +239,7 @@ def test_reported_entries_are_listed_apart(added, board, capsys):
 
 # -- verify with re-training: a real (tiny) run, its entry, its artifact --------------------------
 
-TINY_SUITE = """\
-suite: tiny
-version: 1
-dataset: {name: synthetic, params: {n_train: 48, n_test: 24, num_classes: 4, image_size: 12}, val_split: 8}
-victims: [{name: small_cnn, params: {width: 4}}]
-poisons: [R4]
-defenses: [{name: early_stopping, params: {select: val}}]
-seeds: [0]
-train: {epochs: 2, batch_size: 16, lr: 0.05, milestones: [1]}
-"""
+TINY_SUITE = tiny_suite_text(defenses="[{name: early_stopping, params: {select: val}}]")
 
 
 def _main(*args) -> int:

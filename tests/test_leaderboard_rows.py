@@ -16,7 +16,8 @@ from poisonbench.leaderboard.store import read_entry, write_entry
 from poisonbench.leaderboard.svg import sparkline
 from poisonbench.results.labels import display, format_value, label, preset_defaults
 
-from .helpers_report import POISONS, add_run, empty_board, fake_record, run_cli, write_run
+from .helpers_board import add_run, empty_board, run_cli, tiny_suite_text
+from .helpers_report import POISONS, fake_record, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTION_RULES = [{"name": "early_stopping", "params": {"select": "test"}},
@@ -150,16 +151,7 @@ def test_matrix_and_paper_links_are_on_the_page(board, capsys):
     assert "final flatters by" in readme and "val-selected %" in readme
 
 
-DEFENDED_SUITE = """\
-suite: tiny
-version: 1
-dataset: {name: synthetic, params: {n_train: 48, n_test: 24, num_classes: 4, image_size: 12}, val_split: 8}
-victims: [{name: small_cnn, params: {width: 4}}]
-poisons: [R4]
-defenses: [none, jpeg10]
-seeds: [0]
-train: {epochs: 2, batch_size: 16, lr: 0.05, milestones: [1]}
-"""
+DEFENDED_SUITE = tiny_suite_text(defenses="[none, jpeg10]")
 
 
 def test_verify_retrains_with_the_entrys_defense(tmp_path, capsys):

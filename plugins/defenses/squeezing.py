@@ -10,7 +10,9 @@ Threat model: a victim who may transform its own training data, knowing nothing 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 from poisonbench.api import Defense, Paper
 
@@ -22,6 +24,20 @@ APBENCH = Paper(title="APBench: A Unified Benchmark for Availability Poisoning A
                 venue="arXiv", year=2023, url="https://arxiv.org/abs/2308.03258", authors="Qin et al.")
 
 
+class _Squeeze(Defense):
+    """A preprocess defense of this module: ``preprocess`` runs ``ops.<op>`` on the uint8 training
+    images with every field of the params as a keyword (Grayscale, whose param is not an op's, has
+    its own)."""
+
+    stage = "preprocess"
+    op: ClassVar[str] = ""  # function of plugins/defenses/ops.py
+
+    def preprocess(self, train, *, ctx):
+        from poisonbench.plugins.defenses import ops
+
+        return getattr(ops, self.op)(train.images, **dataclasses.asdict(self.params))
+
+
 @dataclass(frozen=True)
 class JpegParams:
     quality: int = 10  # libjpeg quality, 1-95 (ISS: 10; presets jpeg10/jpeg30/jpeg50)
@@ -31,7 +47,7 @@ class JpegParams:
             raise ValueError(f"quality must be in 1..95, got {self.quality}")
 
 
-class Jpeg(Defense):
+class Jpeg(_Squeeze):
     """ISS JPEG compression: every training image round-tripped through JPEG at ``quality``.
 
     Byte-identical to PIL's ``Image.save(quality=q)`` + ``Image.open`` per image (libjpeg defaults:
@@ -40,15 +56,11 @@ class Jpeg(Defense):
     """
 
     name = "jpeg"
-    stage = "preprocess"
     rank = 40
     Params = JpegParams
     paper = ISS
+    op = "jpeg"
 
-    def preprocess(self, train, *, ctx):
-        from poisonbench.plugins.defenses import ops
-
-        return ops.jpeg(train.images, quality=self.params.quality)
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,7 @@ class GrayscaleParams:
     apply_to_eval: bool = False  # also convert test and validation images (ISS --ISS_both_train_test)
 
 
-class Grayscale(Defense):
+class Grayscale(_Squeeze):
     """ISS grayscale: PIL ``convert("L")`` (ITU-R 601 luma, fixed point, rounded) copied to 3 channels.
 
     On 1-channel images (Fashion-MNIST) it is the identity: ``validate`` says so and the cell shares
@@ -64,7 +76,6 @@ class Grayscale(Defense):
     """
 
     name = "grayscale"
-    stage = "preprocess"
     rank = 30
     Params = GrayscaleParams
     paper = ISS
@@ -91,22 +102,18 @@ class BitDepthParams:
             raise ValueError(f"bits must be in 1..8, got {self.bits}")
 
 
-class BitDepth(Defense):
+class BitDepth(_Squeeze):
     """Bit-depth reduction (APBench ``bdr``): ``x & mask`` keeps the top ``bits`` bits (a floor)."""
 
     name = "bit_depth"
-    stage = "preprocess"
     rank = 20
     Params = BitDepthParams
     paper = FEATURE_SQUEEZING
+    op = "bit_depth"
 
     def identity_on(self, *, image_shape):
         return "8 bits keep every uint8 value" if self.params.bits == 8 else None
 
-    def preprocess(self, train, *, ctx):
-        from poisonbench.plugins.defenses import ops
-
-        return ops.bit_depth(train.images, bits=self.params.bits)
 
 
 @dataclass(frozen=True)
@@ -118,10 +125,8 @@ class KernelParams:
             raise ValueError(f"kernel_size must be odd and positive, got {self.kernel_size}")
 
 
-class _WindowFilter(Defense):
+class _WindowFilter(_Squeeze):
     """A k×k window filter per channel (median, blur); its ``Params`` inherit ``KernelParams``."""
-
-    stage = "preprocess"
 
     def check_data(self, *, image_shape):
         k, side = self.params.kernel_size, min(image_shape[:2])
@@ -135,14 +140,10 @@ class Median(_WindowFilter):
     rank = 60
     Params = KernelParams
     paper = FEATURE_SQUEEZING
+    op = "median"
 
     def identity_on(self, *, image_shape):
         return "a 1×1 median keeps every pixel" if self.params.kernel_size == 1 else None
-
-    def preprocess(self, train, *, ctx):
-        from poisonbench.plugins.defenses import ops
-
-        return ops.median(train.images, kernel_size=self.params.kernel_size)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class GaussianBlur(_WindowFilter):
     rank = 50
     Params = BlurParams
     paper = APBENCH
+    op = "gaussian_blur"
 
     def identity_on(self, *, image_shape):
         from poisonbench.plugins.defenses import ops
@@ -174,8 +176,3 @@ class GaussianBlur(_WindowFilter):
         if ops.blur_is_identity(self.params.kernel_size, self.params.sigma):
             return f"sigma {self.params.sigma:g} moves no uint8 value (blur has no effect on uint8 images)"
         return None
-
-    def preprocess(self, train, *, ctx):
-        from poisonbench.plugins.defenses import ops
-
-        return ops.gaussian_blur(train.images, kernel_size=self.params.kernel_size, sigma=self.params.sigma)
