@@ -17,13 +17,12 @@
     python perf/bench_defenses.py --images 5000 --at-images 1024 --threads 2
     python perf/bench_defenses.py --only preprocess --threads 1
 
-Measured (2026-11-29, torch 2.14.1, torchvision 0.29.1, Pillow 13, the project's shared 2-core
-machine; one run each, best-of inside): 50,000 images, ``--threads 1``: JPEG-10 2.82 s vs PIL 6.61 s
-(×2.35), grayscale 0.42 s vs 1.34 s (×3.2), median 0.96 s vs 11.87 s (×12.4), all identical to PIL.
-``--threads 2`` while another process held one core: JPEG ×2.2–2.6 (the 3× target on two *free*
-cores was not demonstrated: torchvision's codec threads scale ~2× when the cores are idle, measured
-on 20,000 images, which would give ≈ 4.5×), and intra-op-parallel tensor ops degrade badly when a
-core is taken (median ×1.05–4.8 in that state) -- use ``--threads 1`` on a busy machine.
+Measured (2026-11-29, torch 2.14.1, torchvision 0.29.1, the project's 2-core machine, otherwise
+idle; one run each, best-of inside), 50,000 images: ``--threads 2``: JPEG-10 1.54 s vs PIL 6.61 s
+(×4.30; two forked worker processes, since torchvision's codec holds the GIL and two threads ran
+no faster than one), grayscale ×4.55, median ×24.0; ``--threads 1``: JPEG-10 2.40 s vs 6.36 s
+(×2.65), grayscale ×4.58, median ×15.0; all identical to PIL. Intra-op-parallel tensor ops degrade
+badly when another process holds a core -- use ``--threads 1`` on a busy machine.
 Adversarial training (at8, 10 steps, small_cnn, 2,048 images): 4.73 s vs 0.42 s per epoch = ×11.2
 (a second run: ×10.7; expected steps + 1 = 11; one PGD step costs ≈ 0.8 of a training step).
 """

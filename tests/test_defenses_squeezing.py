@@ -55,7 +55,7 @@ def test_jpeg_is_byte_identical_to_pil_round_trip(shape, quality):
     assert not torch.equal(out, images)  # it does change the images
 
 
-def test_jpeg_threads_and_chunks_do_not_change_the_result(monkeypatch):
+def test_jpeg_worker_processes_and_chunks_do_not_change_the_result(monkeypatch):
     images = _images(9, 16, 16, 3)
     one = ops.jpeg(images, quality=10, threads=1)
     monkeypatch.setattr(ops, "JPEG_CHUNK", 2)

@@ -8,13 +8,13 @@ Beta draws, a numpy generator seeded from the batch seed), so a batch is a pure 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-JPEG_CHUNK = 512  # images per encode/decode call (one thread works on one chunk)
+JPEG_CHUNK = 512  # images per encode/decode call
 
 
 # -- preprocess (uint8 NHWC) ---------------------------------------------------------------------
@@ -24,8 +24,8 @@ def jpeg(images: torch.Tensor, *, quality: int, threads: int | None = None) -> t
 
     Each image is encoded on its own (tiling a batch into one JPEG bleeds across borders). RGB
     images are coded as YCbCr, 1-channel images as single-component greyscale JPEGs. Byte-identical
-    to ``PIL.Image.save(buf, "JPEG", quality=q)`` then ``Image.open`` (tests check it). Chunks run on
-    ``threads`` threads (default: torch's intra-op thread count); torchvision's codec releases the GIL.
+    to ``PIL.Image.save(buf, "JPEG", quality=q)`` then ``Image.open`` (tests check it). The images
+    are split over ``threads`` worker processes (default: torch's intra-op thread count).
     """
     import warnings
 
@@ -35,29 +35,55 @@ def jpeg(images: torch.Tensor, *, quality: int, threads: int | None = None) -> t
 
 
 def _jpeg(images: torch.Tensor, *, quality: int, threads: int | None) -> torch.Tensor:
+    n = len(images)
+    workers = max(1, min(math.ceil(n / JPEG_CHUNK), threads or torch.get_num_threads()))
+    if workers == 1 or not _can_fork(images):
+        out = torch.empty_like(images)
+        _jpeg_range(images, out, 0, n, quality=quality)
+        return out
+    # torchvision's codec holds the GIL (measured: two threads took as long as one), so the
+    # workers are forked processes: each reads the parent's images (copy-on-write) and writes its
+    # range of one shared-memory output. 50,000 32×32×3 images: 3.06 s → 1.76 s on 2 cores.
+    out = torch.empty_like(images).share_memory_()
+    bounds = [round(n * k / workers) for k in range(workers + 1)]
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_jpeg_worker, args=(images, out, lo, hi), kwargs={"quality": quality})
+             for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    failed = [proc.exitcode for proc in procs if proc.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"jpeg: a worker process exited with code {failed[0]}")
+    return out
+
+
+def _can_fork(images: torch.Tensor) -> bool:
+    """Forked workers only for CPU data, where fork exists, and before CUDA is initialised."""
+    return (images.device.type == "cpu" and "fork" in multiprocessing.get_all_start_methods()
+            and not torch.cuda.is_initialized())
+
+
+def _jpeg_worker(images: torch.Tensor, out: torch.Tensor, lo: int, hi: int, *, quality: int) -> None:
+    """A forked worker: one intra-op thread first (the parent's OpenMP pool does not survive fork)."""
+    import warnings
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore", DeprecationWarning)  # as in ``jpeg``; this process only
+    _jpeg_range(images, out, lo, hi, quality=quality)
+
+
+def _jpeg_range(images: torch.Tensor, out: torch.Tensor, lo: int, hi: int, *, quality: int) -> None:
+    """JPEG round trip of ``images[lo:hi]`` into ``out[lo:hi]``, ``JPEG_CHUNK`` images per codec call."""
     from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-    n, _, _, c = images.shape
-    mode = ImageReadMode.RGB if c == 3 else ImageReadMode.GRAY
+    mode = ImageReadMode.RGB if images.shape[-1] == 3 else ImageReadMode.GRAY
     chw = images.permute(0, 3, 1, 2)
-    out = torch.empty_like(images)
-    out_chw = out.permute(0, 3, 1, 2)
-
-    def run(start: int) -> None:
-        stop = min(n, start + JPEG_CHUNK)
+    for start in range(lo, hi, JPEG_CHUNK):
+        stop = min(hi, start + JPEG_CHUNK)
         encoded = encode_jpeg([chw[i].contiguous() for i in range(start, stop)], quality=int(quality))
-        for i, data in zip(range(start, stop), encoded, strict=True):  # one decode per image: measured
-            out_chw[i] = decode_jpeg(data, mode=mode)  # 2× faster than decode_jpeg(list) on CPU
-
-    starts = list(range(0, n, JPEG_CHUNK))
-    workers = max(1, min(len(starts), threads or torch.get_num_threads()))
-    if workers == 1:
-        for start in starts:
-            run(start)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(run, starts))
-    return out
+        out[start:stop] = torch.stack(decode_jpeg(encoded, mode=mode)).permute(0, 2, 3, 1)
 
 
 LUMA = (19595.0, 38470.0, 7471.0)  # PIL's fixed-point ITU-R 601 weights (sum 65536)
