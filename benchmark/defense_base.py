@@ -113,8 +113,8 @@ class Defense(Plugin):
 
     ``loss(f, x, target, ctx=)`` returns ``(loss, logits)``; ``f`` is the victim with the dataset's
     normalisation inside, fed [0, 1] images, so every ε, std and fill value is in pixel units. The
-    default is cross-entropy (mixed by ``MixedTarget``). A defense that overrides it sets
-    ``defines_loss`` (at most one per chain). A chain runs preprocess defenses, then batch
+    default is cross-entropy (mixed by ``MixedTarget``). A defense that overrides it, or mixes
+    targets, sets ``defines_loss`` (at most one per chain). A chain runs preprocess defenses, then batch
     defenses, then the loss, each stage sorted by ``rank`` (lower first) whatever the suite's order.
     ``applies_to_eval`` (default False): test and validation images are untouched unless True,
     when ``transform_eval`` is applied to them too.
@@ -122,7 +122,7 @@ class Defense(Plugin):
 
     stage: ClassVar[DefenseStage] = "selection"
     rank: ClassVar[int] = 50  # position inside its stage in the fixed composition order
-    defines_loss: ClassVar[bool] = False  # True when ``loss`` is overridden (one per chain)
+    defines_loss: ClassVar[bool] = False  # owns the loss: overrides ``loss`` or yields MixedTarget (one per chain)
     deprecated: ClassVar[str] = ""  # non-empty: the one-line note ``validate`` prints
     needs_validation: ClassVar[bool] = False  # True when it needs the dataset's val split
 

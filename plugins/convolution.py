@@ -122,14 +122,13 @@ class ConvolutionFilter(Poison):
 
         filters = class_filters(num_classes=ctx.num_classes, channels=clean.image_shape[2],
                                 params=self.params, seed=ctx.seed)
-        offset = 0.5 / 255 if self.params.quantize == "floor" else 0.0  # floor(255x) = round-half-up of x − ½ level
         out = torch.empty_like(clean.images)
         advance = ctx.advance_bar("CUDA filters", len(clean))
         for start in range(0, len(clean), CHUNK):
             stop = min(start + CHUNK, len(clean))
             x = apply_filters(to_float(clean.images[start:stop]), filters, clean.labels[start:stop],
                               padding_mode=self.params.padding_mode)
-            out[start:stop] = export_uint8(x - offset, channels_first=True)
+            out[start:stop] = export_uint8(x, channels_first=True, rounding=self.params.quantize)
             advance(stop - start)
         return out
 

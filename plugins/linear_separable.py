@@ -136,13 +136,13 @@ class LinearSeparable(Poison):
         features = (-(-shape[0] // patch)) * (-(-shape[1] // patch)) * shape[2]
         z = lsp_features(clean.labels.numpy(), num_classes=ctx.num_classes, features=features,
                          class_sep=self.params.class_sep, seed=ctx.seed)
-        offset = 0.5 / 255 if self.params.quantize == "floor" else 0.0  # floor(255δ) = round-half-up of δ − ½ level
         out = torch.empty_like(clean.images)
         advance = ctx.advance_bar("LSP noise", len(clean))
         for start in range(0, len(clean), CHUNK):
             stop = min(start + CHUNK, len(clean))
             delta = expand(z[start:stop], shape=shape, patch=patch, eps2=self.radius(shape))
-            out[start:stop] = export_uint8(clean.images[start:stop], torch.from_numpy(delta - offset))
+            out[start:stop] = export_uint8(clean.images[start:stop], torch.from_numpy(delta),
+                                           rounding=self.params.quantize)
             advance(stop - start)
         return out
 

@@ -91,6 +91,17 @@ def test_export_rounds_half_up_and_clamps():
     assert export_uint8(torch.tensor([[0.5 / 255, 1.2, -0.1, 127.5 / 255]])).tolist() == [[1, 255, 0, 128]]
 
 
+def test_export_floor_truncates_in_both_forms():
+    x = torch.tensor([[0.2 / 255, 0.9 / 255, 1.0, 127.7 / 255, 0.0]])
+    assert export_uint8(x, rounding="floor").tolist() == [[0, 0, 255, 127, 0]]
+    clean = torch.tensor([[[[10, 10, 0, 255]]]], dtype=torch.uint8)
+    delta = torch.tensor([[[[0.9 / 255, -0.2 / 255, -3.0 / 255, 0.4 / 255]]]])
+    assert export_uint8(clean, delta, rounding="floor").flatten().tolist() == [10, 9, 0, 255]
+    assert export_uint8(clean, delta).flatten().tolist() == [11, 10, 0, 255]
+    with pytest.raises(ValueError, match="rounding"):
+        export_uint8(x, rounding="ceil")
+
+
 def test_batches_cover_everything_once():
     assert list(batches(5, 2)) == [(0, 2), (2, 4), (4, 5)] and num_batches(5, 2) == 3
     with pytest.raises(ValueError):

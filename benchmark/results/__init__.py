@@ -122,10 +122,10 @@ def cell_metrics(history: dict[str, list[float]], *, selected_epoch: int,
     return {"peak_test_acc": test[peak_epoch - 1], "peak_epoch": peak_epoch,
             "final_test_acc": test[-1], "selected_test_acc": test[selected_epoch - 1],
             "selected_epoch": selected_epoch, "epochs_to_loss_threshold": threshold_epoch,
-            **_val_selected(test, history.get("val_acc")), **speed}
+            **val_selected(test, history.get("val_acc")), **speed}
 
 
-def _val_selected(test: list[float], val: list[float] | None) -> dict[str, Any]:
+def val_selected(test: list[float], val: list[float] | None) -> dict[str, Any]:
     """The test accuracy at the epoch of best validation accuracy (earliest on ties; NaN lowest)."""
     if not val or len(val) != len(test):
         return {"val_selected_test_acc": None, "val_selected_epoch": None}

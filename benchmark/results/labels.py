@@ -38,10 +38,6 @@ class Display:
         return self.name
 
 
-def _components(component: Any) -> list[Any]:
-    return list(component) if isinstance(component, list | tuple) else [component]
-
-
 def label(component: Any) -> str:
     """``name`` or ``name[k=v,...]`` (all params, sorted), the same label suites use for a component."""
     if component is None:

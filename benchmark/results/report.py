@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonbench.errors import BadInput
+from poisonbench.results import val_selected  # the rule cells.jsonl records use
 from poisonbench.results.labels import display, label, short_label  # noqa: F401 (re-exported)
 from poisonbench.results.speed import DEFAULT_SPEED_EPOCHS, annotate_clean_level, learning_speed
 
@@ -45,7 +46,6 @@ METRICS = ("peak_test_acc", "peak_epoch", "val_selected_test_acc", "final_test_a
            "val_selected_minus_final")
 # The learning-speed measures a report correlates with peak accuracy (poisonbench.results.speed).
 SPEED_MEASURES = ("early_loss", "epochs_to_loss_threshold", "epochs_to_clean_level")
-ACCURACY_METRICS = ("peak_test_acc", "final_test_acc", "selected_test_acc")
 DEFAULT_LOSS_THRESHOLD = 0.5
 MIN_CORRELATION_POINTS = 3
 
@@ -228,11 +228,8 @@ def val_selected_acc(record: dict[str, Any]) -> float | None:
     if metrics.get("val_selected_test_acc") is not None:
         return float(metrics["val_selected_test_acc"])
     history = record.get("history") or {}
-    val, test = history.get("val_acc") or [], history.get("test_acc") or []
-    if not val or len(val) > len(test):
-        return None
-    best = max(range(len(val)), key=lambda i: (val[i], -i))
-    return float(test[best])
+    chosen = val_selected(history.get("test_acc") or [], history.get("val_acc"))["val_selected_test_acc"]
+    return None if chosen is None else float(chosen)
 
 
 # -- aggregation ------------------------------------------------------------------------------

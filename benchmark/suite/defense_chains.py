@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-STAGES = ("preprocess", "batch", "training")
+from poisonbench.defense_base import STAGES  # the order a chain runs in
+
 CHAIN_JOIN = "+"
 
 

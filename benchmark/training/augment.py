@@ -68,11 +68,11 @@ def crop_flip(images: torch.Tensor, *, dy: torch.Tensor | None, dx: torch.Tensor
         source, row_idx = images, rows.expand(b, h)
         col_idx = cols.expand(b, w)
     else:
-        source = F.pad(images, (0, 0, padding, padding, padding, padding))  # pads W and H with zeros
-        if fill is not None and padding > 0:
-            border = torch.ones(source.shape[1:3], dtype=torch.bool, device=device)
-            border[padding:padding + h, padding:padding + w] = False
-            source[:, border] = fill.to(source.dtype)
+        if fill is None or padding == 0:
+            source = F.pad(images, (0, 0, padding, padding, padding, padding))  # pads W and H with zeros
+        else:  # a canvas of the fill colour with the images copied into its centre
+            source = fill.to(images.dtype).expand(b, h + 2 * padding, w + 2 * padding, -1).clone()
+            source[:, padding:padding + h, padding:padding + w] = images
         row_idx = dy[:, None] + rows
         col_idx = dx[:, None] + cols
     if flip is not None:

@@ -42,7 +42,7 @@ def quantize(delta: torch.Tensor) -> torch.Tensor:
 
 
 def export_uint8(images: torch.Tensor, delta: torch.Tensor | None = None, *, index: torch.Tensor | None = None,
-                 channels_first: bool = False) -> torch.Tensor:
+                 channels_first: bool = False, rounding: str = "round") -> torch.Tensor:
     """Poisoned bytes, uint8 (N, H, W, C) on the CPU, by the round-half-up rule above.
 
     Two forms:
@@ -53,15 +53,25 @@ def export_uint8(images: torch.Tensor, delta: torch.Tensor | None = None, *, ind
     * ``export_uint8(poisoned)``: ``poisoned`` is a float image batch in [0, 1] (values outside are
       clamped), (N, H, W, C) or, with ``channels_first=True``, (N, C, H, W) — for poisons that are
       not additive (functional transforms).
+
+    ``rounding="floor"`` truncates instead (``floor(255·x)``, as some reference code's uint8 cast
+    does): it exports the value half a level lower (δ − 0.5/255, or x − 0.5/255), subtracted in the
+    input's dtype before the rule above.
     """
     import numpy as np
     import torch
 
+    if rounding not in ("round", "floor"):
+        raise ValueError(f"rounding must be 'round' or 'floor', got {rounding!r}")
+    shift = 0.5 / 255 if rounding == "floor" else None  # floor(255·v) = round-half-up of v − ½ level
     if delta is None:
         x = images.detach()
-        x = (x if x.is_floating_point() else x.float()).clamp(0.0, 1.0)  # float64 stays float64
+        x = x if x.is_floating_point() else x.float()  # float64 stays float64
+        x = (x if shift is None else x - shift).clamp(0.0, 1.0)
         out = torch.floor(x * 255.0 + 0.5).to(torch.uint8)
         return (out.permute(0, 2, 3, 1) if channels_first else out).contiguous().cpu()
+    if shift is not None:
+        delta = delta - shift
     levels = quantize(delta.permute(0, 2, 3, 1) if channels_first else delta).numpy()
     src = images.detach().cpu().contiguous().numpy()
     idx = None if index is None else np.asarray(index.detach().cpu() if torch.is_tensor(index) else index)

@@ -113,7 +113,6 @@ class Autoregressive(Poison):
         height, width, channels = clean.image_shape
         coeffs = self.coefficients(num_classes=ctx.num_classes, channels=channels)
         eps = self.radius(clean.image_shape)
-        offset = 0.5 / 255 if self.params.quantize == "floor" else 0.0  # floor(255δ) = round-half-up of δ − ½ level
         gen = torch.Generator().manual_seed(ctx.seed)
         out = torch.empty_like(clean.images)
         advance = ctx.advance_bar("AR noise", len(clean))
@@ -121,8 +120,9 @@ class Autoregressive(Poison):
             stop = min(start + CHUNK, len(clean))
             raw = ops.generate(coeffs, clean.labels[start:stop], size=(height, width), crop=self.params.crop,
                                gen=gen)
-            delta = self.scale(raw, eps) - offset
-            out[start:stop] = export_uint8(clean.images[start:stop], delta, channels_first=True)
+            delta = self.scale(raw, eps)
+            out[start:stop] = export_uint8(clean.images[start:stop], delta, channels_first=True,
+                                           rounding=self.params.quantize)
             advance(stop - start)
         return out
 

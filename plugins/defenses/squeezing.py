@@ -62,7 +62,6 @@ class Jpeg(_Squeeze):
     op = "jpeg"
 
 
-
 @dataclass(frozen=True)
 class GrayscaleParams:
     apply_to_eval: bool = False  # also convert test and validation images (ISS --ISS_both_train_test)
@@ -113,7 +112,6 @@ class BitDepth(_Squeeze):
 
     def identity_on(self, *, image_shape):
         return "8 bits keep every uint8 value" if self.params.bits == 8 else None
-
 
 
 @dataclass(frozen=True)
